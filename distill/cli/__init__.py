@@ -10,6 +10,10 @@ import importlib
 import typer
 
 COMMAND_MODULES = (
+    "embed",
+    "train",
+    "evaluate",
+    "demo",
 )
 
 app = typer.Typer(

@@ -1,0 +1,191 @@
+"""Dataset sources: an ordered listing of samples (sample_id = position, label, encoded image).
+
+Every source gives the same thing to the rest of the framework:
+
+* ``len(source)``, ``source.labels`` (int64 array), ``source.class_names``;
+* ``source.describe(i)`` – a human-readable name of sample ``i`` (a path) for errors;
+* ``source.read_encoded(i)`` – the encoded image bytes of sample ``i``;
+* ``source.encoded_dataset(sample_ids)`` – a ``tf.data`` dataset of
+  ``(sample_id, encoded bytes)`` in the order given, reading in parallel;
+* ``source.fingerprint()`` – a hash of the listing (names and labels, in order);
+* ``source.write_listing(path)`` – the listing as a TSV file ``name<TAB>label``.
+
+Sources are opened by :func:`open_source`, which picks a registered opener for the
+given path (class-per-folder tree, CSV/TSV file list, ...).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+
+class DataError(ValueError):
+    """Bad dataset input: the message names the file or folder and what is wrong."""
+
+
+class FileSource:
+    """Samples stored as image files: ``paths`` (absolute) with integer ``labels``."""
+
+    kind = "files"
+
+    def __init__(self, root: Path, paths: list[str], labels: np.ndarray, class_names: list[str]):
+        self.root = Path(root)
+        self.paths = paths
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.class_names = list(class_names)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def describe(self, sample_id: int) -> str:
+        return self.paths[int(sample_id)]
+
+    def read_encoded(self, sample_id: int) -> bytes:
+        path = self.paths[int(sample_id)]
+        try:
+            with open(path, "rb") as handle:
+                return handle.read()
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read image ({exc.strerror})") from None
+
+    def encoded_dataset(self, sample_ids):
+        import tensorflow as tf
+
+        ids = np.asarray(sample_ids, dtype=np.int64)
+        paths = np.asarray(self.paths, dtype=object)[ids] if len(ids) else np.zeros(0, dtype=object)
+        dataset = tf.data.Dataset.from_tensor_slices((ids, paths.astype(str)))
+        return dataset.map(
+            lambda sample_id, path: (sample_id, tf.io.read_file(path)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+
+    def listing_lines(self):
+        for path, label in zip(self.paths, self.labels):
+            yield f"{os.path.relpath(path, self.root)}\t{int(label)}\n"
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for line in self.listing_lines():
+            digest.update(line.encode("utf-8"))
+        return digest.hexdigest()
+
+    def write_listing(self, path) -> None:
+        """Write ``relative path<TAB>label`` lines atomically."""
+        from distill.utils import atomic_write_text
+
+        atomic_write_text(path, "".join(self.listing_lines()))
+
+    def subset(self, class_names: list[str]) -> "FileSource":
+        """A new source holding only the given classes, relabelled 0..len-1 in that order."""
+        wanted = {name: index for index, name in enumerate(class_names)}
+        missing = [name for name in class_names if name not in self.class_names]
+        if missing:
+            raise DataError(f"{self.root}: no class folder(s) {', '.join(missing)}")
+        keep = [i for i, label in enumerate(self.labels) if self.class_names[label] in wanted]
+        labels = [wanted[self.class_names[self.labels[i]]] for i in keep]
+        return FileSource(self.root, [self.paths[i] for i in keep], np.array(labels), class_names)
+
+
+def _natural_key(name: str):
+    """Sort key so that ``s2`` < ``s10`` (digits compared as numbers)."""
+    import re
+
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def open_folder(root) -> FileSource:
+    """A class-per-folder tree: ``root/<class>/<image>``; classes and files in natural order."""
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"{root}: dataset folder does not exist")
+    if not root.is_dir():
+        raise DataError(f"{root}: expected a folder of class sub-folders")
+    class_dirs = sorted((d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")),
+                        key=lambda d: _natural_key(d.name))
+    if not class_dirs:
+        raise DataError(f"{root}: no class sub-folders found (expected {root}/<class>/<image>)")
+    paths, labels = [], []
+    for label, class_dir in enumerate(class_dirs):
+        files = sorted((f for f in class_dir.iterdir()
+                        if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS),
+                       key=lambda f: _natural_key(f.name))
+        if not files:
+            raise DataError(f"{class_dir}: class folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        paths.extend(str(f) for f in files)
+        labels.extend([label] * len(files))
+    return FileSource(root, paths, np.array(labels), [d.name for d in class_dirs])
+
+
+def open_file_list(list_path) -> FileSource:
+    """A CSV/TSV file list with rows ``path,label`` (paths relative to the list's folder).
+
+    Labels may be integers or class names; class names are sorted naturally and numbered.
+    A header row ``path,label`` is allowed.
+    """
+    list_path = Path(list_path)
+    if not list_path.is_file():
+        raise DataError(f"{list_path}: file list does not exist")
+    delimiter = "\t" if list_path.suffix.lower() in (".tsv", ".txt", ".lst") else ","
+    rows = []
+    with open(list_path, newline="", encoding="utf-8") as handle:
+        for line_no, row in enumerate(csv.reader(handle, delimiter=delimiter), start=1):
+            if not row or not "".join(row).strip():
+                continue
+            if line_no == 1 and [c.strip().lower() for c in row[:2]] == ["path", "label"]:
+                continue
+            if len(row) < 2:
+                raise DataError(f"{list_path}:{line_no}: expected 'path{delimiter}label', got {row!r}")
+            rows.append((row[0].strip(), row[1].strip(), line_no))
+    if not rows:
+        raise DataError(f"{list_path}: file list has no rows")
+    raw_labels = [label for _, label, _ in rows]
+    if all(label.lstrip("-").isdigit() for label in raw_labels):
+        numbers = sorted({int(label) for label in raw_labels})
+        if numbers[0] < 0:
+            raise DataError(f"{list_path}: negative label {numbers[0]}")
+        class_names = [str(n) for n in range(numbers[-1] + 1)]
+        labels = [int(label) for label in raw_labels]
+    else:
+        class_names = sorted(set(raw_labels), key=_natural_key)
+        index = {name: i for i, name in enumerate(class_names)}
+        labels = [index[label] for label in raw_labels]
+    base = list_path.parent
+    paths = [str(Path(p) if os.path.isabs(p) else base / p) for p, _, _ in rows]
+    return FileSource(base, paths, np.array(labels), class_names)
+
+
+#: name → (predicate on a path, opener). The first matching entry opens the path.
+SOURCE_OPENERS: dict[str, tuple[Callable[[Path], bool], Callable]] = {
+    "file_list": (lambda p: p.is_file() and p.suffix.lower() in (".csv", ".tsv", ".txt", ".lst"),
+                  open_file_list),
+    "folder": (lambda p: True, open_folder),
+}
+
+
+def register_source(name: str, predicate: Callable[[Path], bool], opener: Callable, first=True) -> None:
+    """Register a source kind (e.g. MXNet RecordIO); ``first`` puts it ahead of the folder fallback."""
+    items = list(SOURCE_OPENERS.items())
+    items.insert(0 if first else len(items), (name, (predicate, opener)))
+    SOURCE_OPENERS.clear()
+    SOURCE_OPENERS.update(items)
+
+
+def open_source(path):
+    """Open a dataset at ``path`` with the first registered opener that accepts it."""
+    path = Path(path)
+    for predicate, opener in SOURCE_OPENERS.values():
+        if predicate(path):
+            return opener(path)
+    raise DataError(f"{path}: not a known dataset format")

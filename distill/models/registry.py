@@ -1,0 +1,32 @@
+"""Build embedding models (backbone + output layer) from a model config."""
+from __future__ import annotations
+
+from distill.data.preprocess import INPUT_SIZE
+from distill.models.backbones import build_backbone
+from distill.models.heads import apply_output_layer
+
+
+def build_embedding_model(backbone: str = "mobilenet", embedding_size: int = 128,
+                          output_layer: str = "E", dropout: float = 0.0,
+                          input_size=INPUT_SIZE, bn_momentum: float = 0.9,
+                          bn_epsilon: float = 2e-5, name: str = "embedding_model",
+                          **backbone_params):
+    """Normalised float image ``[B, H, W, 3]`` → embedding ``[B, embedding_size]`` (not L2-normalised).
+
+    Input is ``distill.data.preprocess.normalize(uint8 image)``; the classifier head is
+    not part of this model, so a saved embedding model is deployable as it is.
+    """
+    import keras
+
+    input_shape = (int(input_size[0]), int(input_size[1]), 3)
+    inputs = keras.Input(shape=input_shape, name="image")
+    features = build_backbone(backbone, input_shape=input_shape, **backbone_params)(inputs)
+    embedding = apply_output_layer(output_layer, features, embedding_size, dropout=dropout,
+                                   bn_momentum=bn_momentum, bn_epsilon=bn_epsilon)
+    return keras.Model(inputs, embedding, name=name)
+
+
+def count_params(model) -> int:
+    """All parameters of a model (trainable and BN statistics), as Keras counts them."""
+    return int(model.count_params())
+

@@ -1,0 +1,74 @@
+"""Reading a store: manifest, per-shard arrays, and whole tables indexed by sample_id."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from distill.store.manifest import Manifest, StoreError, shard_name
+
+
+class Store:
+    """An embedding store folder opened for reading."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.manifest = Manifest.load(self.path)
+
+    def __len__(self) -> int:
+        return self.manifest.num_samples
+
+    @property
+    def has_flip(self) -> bool:
+        return bool(self.manifest.flip)
+
+    def require_complete(self) -> "Store":
+        if not self.manifest.is_complete():
+            raise StoreError(f"{self.path}: store is incomplete ({len(self.manifest.shards)} of "
+                             f"{self.manifest.num_shards} shards); rerun `distill embed` to finish it")
+        return self
+
+    def shard_paths(self):
+        return [self.path / shard_name(k) for k in range(self.manifest.num_shards)
+                if shard_name(k) in self.manifest.shards]
+
+    def iter_shards(self, fields=("sample_id", "label", "embedding")):
+        """Yield a dict of arrays per complete shard, in sample_id order."""
+        import h5py
+
+        for path in self.shard_paths():
+            with h5py.File(path, "r") as handle:
+                yield {name: handle[name][...] for name in fields}
+
+    def load_table(self, field: str = "embedding", dtype=np.float32):
+        """``(table [num_samples, D], present [num_samples] bool)``: rows by sample_id.
+
+        Rows of skipped samples are zero and ``present`` is False there.
+        """
+        if field == "embedding_flip" and not self.has_flip:
+            raise StoreError(f"{self.path}: store has no embedding_flip (embed with --flip)")
+        self.require_complete()
+        table = np.zeros((self.manifest.num_samples, self.manifest.embedding_dim), dtype=dtype)
+        present = np.zeros(self.manifest.num_samples, dtype=bool)
+        for shard in self.iter_shards(("sample_id", field)):
+            table[shard["sample_id"]] = shard[field]
+            present[shard["sample_id"]] = True
+        return table, present
+
+    def lookup(self, sample_ids, field: str = "embedding", dtype=np.float32) -> np.ndarray:
+        """Embeddings of the given sample_ids (read shard by shard; no full table in memory)."""
+        import h5py
+
+        sample_ids = np.asarray(sample_ids, dtype=np.int64)
+        result = np.zeros((len(sample_ids), self.manifest.embedding_dim), dtype=dtype)
+        shards = sample_ids // self.manifest.shard_size
+        for k in np.unique(shards):
+            rows = np.flatnonzero(shards == k)
+            with h5py.File(self.path / shard_name(int(k)), "r") as handle:
+                stored_ids = handle["sample_id"][...]
+                values = handle[field][...]
+            positions = np.minimum(np.searchsorted(stored_ids, sample_ids[rows]), len(stored_ids) - 1)
+            if len(stored_ids) == 0 or np.any(stored_ids[positions] != sample_ids[rows]):
+                raise StoreError(f"{self.path}: sample_id(s) missing from shard {int(k)}")
+            result[rows] = values[positions]
+        return result

@@ -1,0 +1,121 @@
+"""``distill store verify``: check a store end to end; ``distill store info``: summarise it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from distill.store.manifest import LISTING_NAME, Manifest, StoreError, shard_name
+
+NORM_TOLERANCE = {"float16": 2e-3, "float32": 1e-4}
+
+
+def verify_store(path) -> list[str]:
+    """Return a list of problems (empty when the store is sound)."""
+    import h5py
+
+    path = Path(path)
+    try:
+        manifest = Manifest.load(path)
+    except StoreError as exc:
+        return [str(exc)]
+    problems: list[str] = []
+    labels = _listing_labels(path, manifest, problems)
+    seen = np.zeros(manifest.num_samples, dtype=np.int32)
+    fields = ["embedding", "label", "sample_id"] + (["embedding_flip"] if manifest.flip else [])
+    for k in range(manifest.num_shards):
+        name = shard_name(k)
+        if name not in manifest.shards:
+            problems.append(f"{name}: not complete (store unfinished; rerun `distill embed`)")
+            continue
+        first, end = manifest.shard_range(k)
+        try:
+            with h5py.File(path / name, "r") as handle:
+                missing = [f for f in fields if f not in handle]
+                if missing:
+                    problems.append(f"{name}: missing dataset(s) {', '.join(missing)}")
+                    continue
+                data = {f: handle[f][...] for f in fields}
+        except OSError as exc:
+            problems.append(f"{name}: cannot be read as HDF5 ({exc})")
+            continue
+        problems.extend(_check_shard(name, data, manifest, first, end, labels, seen))
+    skipped = np.array([s["sample_id"] for s in manifest.skipped], dtype=np.int64)
+    if len(skipped):
+        seen[skipped[(skipped >= 0) & (skipped < manifest.num_samples)]] += 1
+    if manifest.is_complete():
+        missing_ids = np.flatnonzero(seen == 0)
+        if len(missing_ids):
+            problems.append(f"{len(missing_ids)} sample_id(s) missing (first: {missing_ids[:5].tolist()})")
+    duplicated = np.flatnonzero(seen > 1)
+    if len(duplicated):
+        problems.append(f"{len(duplicated)} sample_id(s) stored more than once (first: {duplicated[:5].tolist()})")
+    return problems
+
+
+def _listing_labels(path: Path, manifest: Manifest, problems: list) -> np.ndarray | None:
+    listing = path / manifest.source.get("listing", LISTING_NAME)
+    if not listing.is_file():
+        problems.append(f"{listing}: listing file missing")
+        return None
+    labels = [int(line.rsplit("\t", 1)[1]) for line in listing.read_text().splitlines() if line]
+    if len(labels) != manifest.num_samples:
+        problems.append(f"{listing}: {len(labels)} rows, manifest says {manifest.num_samples} samples")
+        return None
+    return np.array(labels, dtype=np.int64)
+
+
+def _check_shard(name, data, manifest, first, end, labels, seen) -> list[str]:
+    problems = []
+    ids, embedding = data["sample_id"], data["embedding"]
+    count = len(ids)
+    recorded = manifest.shards[name]["count"]
+    if count != recorded:
+        problems.append(f"{name}: {count} rows, manifest records {recorded}")
+    for field in [f for f in data if f.startswith("embedding")]:
+        values = data[field]
+        if values.shape != (count, manifest.embedding_dim):
+            problems.append(f"{name}: {field} has shape {values.shape}, expected ({count}, {manifest.embedding_dim})")
+            continue
+        if values.dtype != np.dtype(manifest.dtype):
+            problems.append(f"{name}: {field} dtype {values.dtype}, manifest says {manifest.dtype}")
+        as32 = values.astype(np.float32)
+        bad = ~np.isfinite(as32).all(axis=1)
+        if bad.any():
+            problems.append(f"{name}: {field} has NaN/inf in {int(bad.sum())} row(s) (sample_id {ids[bad][:5].tolist()})")
+        norms = np.linalg.norm(np.nan_to_num(as32), axis=1)
+        off = np.abs(norms - 1.0) > NORM_TOLERANCE.get(manifest.dtype, 1e-3)
+        if off.any():
+            problems.append(f"{name}: {field} not unit-norm in {int(off.sum())} row(s) (sample_id {ids[off][:5].tolist()})")
+    if len(data["label"]) != count:
+        problems.append(f"{name}: label has {len(data['label'])} rows, sample_id has {count}")
+    outside = (ids < first) | (ids >= end)
+    if outside.any():
+        problems.append(f"{name}: sample_id(s) outside the shard range [{first}, {end}): {ids[outside][:5].tolist()}")
+    valid = ids[~outside]
+    np.add.at(seen, valid, 1)
+    if labels is not None and len(data["label"]) == count:
+        wrong = data["label"][~outside] != labels[valid]
+        if wrong.any():
+            problems.append(f"{name}: label differs from the listing for sample_id {valid[wrong][:5].tolist()}")
+    return problems
+
+
+def store_info(path) -> dict:
+    """A short summary of a store for ``distill store info``."""
+    manifest = Manifest.load(path)
+    size = sum(p.stat().st_size for p in Path(path).glob("shard-*.h5"))
+    return {
+        "store": str(path),
+        "samples": manifest.num_samples,
+        "classes": manifest.num_classes,
+        "embedding_dim": manifest.embedding_dim,
+        "dtype": manifest.dtype,
+        "flip": manifest.flip,
+        "shards": f"{len(manifest.shards)}/{manifest.num_shards} complete",
+        "skipped": len(manifest.skipped),
+        "teacher": f"{manifest.teacher.get('kind')} {manifest.teacher.get('source')} "
+                   f"(sha256 {str(manifest.teacher.get('sha256'))[:12]})",
+        "source": f"{manifest.source.get('kind')} {manifest.source.get('root')}",
+        "size_mb": round(size / 2**20, 2),
+    }

@@ -1,0 +1,306 @@
+"""``distill embed``: stream a dataset through a teacher into sharded HDF5 files.
+
+Shard ``k`` holds sample_ids ``[k·shard_size, (k+1)·shard_size)``. Each shard is written
+to a temporary name and renamed when complete; the manifest is then rewritten atomically
+(under a file lock, so several workers can share one store). Rerunning the same command
+redoes only missing shards; a changed teacher, listing or setting is refused unless
+``overwrite=True``. Images are decoded ahead in parallel (tf.data) and shards are written
+behind by a thread, so the teacher stays busy; memory is bounded by one batch plus two
+shard buffers, whatever the dataset size.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from distill.data.images import decode_and_resize, decode_image_bytes
+from distill.data.sources import DataError, open_source
+from distill.store.manifest import (DTYPES, LISTING_NAME, LOCK_NAME, MANIFEST_NAME, Manifest,
+                                    StoreError, shard_name)
+from distill.utils import file_lock
+
+log = logging.getLogger(__name__)
+
+
+def embed(teacher, data, out, *, batch_size: int = 128, shard_size: int = 10000,
+          dtype: str = "float16", flip: bool = False, overwrite: bool = False,
+          num_workers: int = 1, worker_index: int = 0, skip_bad: bool = False,
+          progress: bool = True, preprocess=None) -> Manifest:
+    """Embed every image of ``data`` with ``teacher`` into the store folder ``out``.
+
+    ``teacher``: a path/spec for :func:`teachers.load_teacher` or a loaded Teacher.
+    ``data``: a dataset path for :func:`distill.data.sources.open_source` or a source.
+    Returns the manifest as it stands after this worker's shards are written.
+    """
+    from teachers import Teacher, load_teacher
+
+    if dtype not in DTYPES:
+        raise StoreError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if not 0 <= worker_index < num_workers:
+        raise StoreError(f"worker index {worker_index} is not in [0, {num_workers})")
+    if batch_size < 1 or shard_size < 1:
+        raise StoreError("batch size and shard size must be positive")
+    source = open_source(data) if isinstance(data, (str, os.PathLike)) else data
+    teacher = teacher if isinstance(teacher, Teacher) else load_teacher(teacher, preprocess)
+    out = Path(out)
+    manifest = _open_manifest(out, source, teacher, dtype, flip, shard_size, overwrite)
+
+    todo = [k for k in range(manifest.num_shards)
+            if k % num_workers == worker_index and shard_name(k) not in manifest.shards]
+    if not todo:
+        log.info("%s: nothing to do (%d shards complete)", out, len(manifest.shards))
+        return Manifest.load(out)
+    ids = np.concatenate([np.arange(*manifest.shard_range(k), dtype=np.int64) for k in todo])
+    for k in todo:
+        _remove_stale_temporaries(out, k)
+    with _ShardWriter(out, manifest) as writer:
+        _run(source, teacher, ids, manifest, writer, batch_size, flip, skip_bad, progress)
+    return Manifest.load(out)
+
+
+def _open_manifest(out: Path, source, teacher, dtype, flip, shard_size, overwrite) -> Manifest:
+    """Create the store, or check that an existing one was made with the same settings."""
+    fresh = Manifest(
+        num_samples=len(source), num_classes=len(source.class_names),
+        class_names=list(source.class_names),
+        source={"kind": source.kind, "root": str(source.root), "fingerprint": source.fingerprint(),
+                "listing": LISTING_NAME},
+        teacher=teacher.describe(), embedding_dim=teacher.embedding_dim, dtype=dtype, flip=flip,
+        shard_size=shard_size, input_normalization=teacher.preprocess.to_dict(),
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    with file_lock(out / LOCK_NAME):
+        if (out / MANIFEST_NAME).exists():
+            existing = Manifest.load(out)
+            changed = {key: (old, fresh.settings()[key]) for key, old in existing.settings().items()
+                       if old != fresh.settings()[key]}
+            if not changed:
+                _reconcile(out, existing)
+                return existing
+            if not overwrite:
+                detail = "; ".join(f"{k}: store has {a!r}, this run has {b!r}" for k, (a, b) in changed.items())
+                raise StoreError(f"{out}: store was made with different settings ({detail}). "
+                                 "Use a new output folder, or --overwrite to start over.")
+            _clear_store(out)
+        source.write_listing(out / LISTING_NAME)
+        fresh.save(out)
+        return fresh
+
+
+def _reconcile(out: Path, manifest: Manifest) -> None:
+    """Drop manifest entries whose shard file vanished; adopt complete shards not yet recorded."""
+    import h5py
+
+    changed = False
+    for name in list(manifest.shards):
+        if not (out / name).is_file():
+            del manifest.shards[name]
+            changed = True
+    for k in range(manifest.num_shards):
+        name = shard_name(k)
+        if name in manifest.shards or not (out / name).is_file():
+            continue
+        try:
+            with h5py.File(out / name, "r") as handle:
+                count = int(handle["sample_id"].shape[0])
+                skipped = json.loads(handle.attrs.get("skipped", "[]"))
+        except (OSError, KeyError):
+            (out / name).unlink()  # a shard file that is not readable is redone
+            continue
+        first, end = manifest.shard_range(k)
+        manifest.shards[name] = {"first_id": first, "count": count, "expected": end - first}
+        manifest.skipped.extend(skipped)
+        changed = True
+    if changed:
+        manifest.save(out)
+
+
+def _clear_store(out: Path) -> None:
+    for path in out.glob("shard-*.h5*"):
+        path.unlink()
+    for name in (MANIFEST_NAME, LISTING_NAME):
+        if (out / name).exists():
+            (out / name).unlink()
+
+
+def _remove_stale_temporaries(out: Path, index: int) -> None:
+    for path in out.glob(f"{shard_name(index)}.tmp-*"):
+        path.unlink()
+
+
+def _l2_normalize(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    if not np.all(np.isfinite(x)) or np.any(norms == 0):
+        raise StoreError("teacher produced a zero or non-finite embedding")
+    return x / norms
+
+
+def _image_stream(source, ids: np.ndarray, batch_size: int):
+    """tf.data: (sample_id, uint8 image) batches; undecodable images are dropped here and
+    found again by the shard check (so their ids are reported, never silently lost)."""
+    import tensorflow as tf
+
+    dataset = source.encoded_dataset(ids)
+    dataset = dataset.map(lambda sample_id, data: (sample_id, decode_and_resize(data)),
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.ignore_errors()
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _run(source, teacher, ids, manifest, writer, batch_size, flip, skip_bad, progress):
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    def embed_batch(images):
+        batch = images if teacher.graph_compatible else images.numpy()
+        result = teacher.embed(batch)
+        return _l2_normalize(result.numpy() if hasattr(result, "numpy") else result)
+
+    buffers: dict[int, _ShardBuffer] = {}
+    bar = tqdm(total=len(ids), desc="embed", unit="img", disable=not progress, leave=False)
+    for sample_ids, images in _image_stream(source, ids, batch_size):
+        sample_ids = sample_ids.numpy()
+        embeddings = embed_batch(images)
+        flipped = embed_batch(tf.reverse(images, axis=[2])) if flip else None
+        for k in np.unique(sample_ids // manifest.shard_size):
+            rows = (sample_ids // manifest.shard_size) == k
+            if k not in buffers:
+                buffers[k] = _ShardBuffer(int(k), manifest, flip)
+            buffers[k].add(sample_ids[rows], embeddings[rows], None if flipped is None else flipped[rows])
+        last_shard = int(sample_ids[-1] // manifest.shard_size)
+        for k in [k for k in buffers if k < last_shard]:
+            writer.put(buffers.pop(k).finish(source, skip_bad))
+        bar.update(len(sample_ids))
+    for k in sorted(buffers):
+        writer.put(buffers.pop(k).finish(source, skip_bad))
+    bar.close()
+    expected = {int(i) // manifest.shard_size for i in ids}
+    for k in sorted(expected - writer.received):  # shards whose every image failed to decode
+        writer.put(_ShardBuffer(k, manifest, flip).finish(source, skip_bad))
+
+
+class _ShardBuffer:
+    """Rows of one shard as they arrive; ``finish`` checks for missing (undecodable) samples."""
+
+    def __init__(self, index: int, manifest: Manifest, flip: bool):
+        self.index = int(index)
+        self.first, self.end = manifest.shard_range(index)
+        self.manifest = manifest
+        size = self.end - self.first
+        self.embedding = np.zeros((size, manifest.embedding_dim), dtype=manifest.dtype)
+        self.embedding_flip = np.zeros_like(self.embedding) if flip else None
+        self.present = np.zeros(size, dtype=bool)
+
+    def add(self, sample_ids, embeddings, flipped):
+        rows = sample_ids - self.first
+        if np.any(self.present[rows]):
+            raise StoreError(f"shard {self.index}: sample_id delivered twice (pipeline bug)")
+        self.present[rows] = True
+        self.embedding[rows] = embeddings
+        if self.embedding_flip is not None:
+            self.embedding_flip[rows] = flipped
+
+    def finish(self, source, skip_bad: bool) -> dict:
+        skipped = []
+        for row in np.flatnonzero(~self.present):
+            sample_id = self.first + int(row)
+            reason = _why_unreadable(source, sample_id)
+            if not skip_bad:
+                raise DataError(f"{source.describe(sample_id)}: {reason} (sample_id {sample_id}; "
+                                "use --skip-bad to record and skip unreadable images)")
+            skipped.append({"sample_id": sample_id, "path": source.describe(sample_id), "reason": reason})
+        keep = self.present
+        ids = np.arange(self.first, self.end, dtype=np.int64)[keep]
+        return {
+            "index": self.index, "first_id": self.first, "expected": self.end - self.first,
+            "sample_id": ids, "label": source.labels[ids].astype(np.int64),
+            "embedding": self.embedding[keep],
+            "embedding_flip": None if self.embedding_flip is None else self.embedding_flip[keep],
+            "skipped": skipped,
+        }
+
+
+def _why_unreadable(source, sample_id: int) -> str:
+    try:
+        decode_image_bytes(source.read_encoded(sample_id), source=source.describe(sample_id))
+    except ValueError as exc:
+        return str(exc).split(": ", 1)[-1]
+    return "image failed to decode in the input pipeline"
+
+
+class _ShardWriter:
+    """Writes finished shards on a background thread (write-behind), then records them."""
+
+    def __init__(self, out: Path, manifest: Manifest):
+        self.out = out
+        self.manifest = manifest
+        self.queue: queue.Queue = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.received: set[int] = set()
+        self.thread = threading.Thread(target=self._loop, name="shard-writer", daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def put(self, shard: dict) -> None:
+        self._raise_if_failed()
+        self.received.add(shard["index"])
+        self.queue.put(shard)
+
+    def __exit__(self, exc_type, exc, tb):
+        self.queue.put(None)
+        self.thread.join()
+        if exc_type is None:
+            self._raise_if_failed()
+        return False
+
+    def _raise_if_failed(self):
+        if self.error is not None:
+            raise self.error
+
+    def _loop(self):
+        while True:
+            shard = self.queue.get()
+            if shard is None:
+                return
+            if self.error is None:
+                try:
+                    self._write(shard)
+                except BaseException as exc:  # reported to the main thread
+                    self.error = exc
+
+    def _write(self, shard: dict) -> None:
+        import h5py
+
+        name = shard_name(shard["index"])
+        tmp = self.out / f"{name}.tmp-{os.getpid()}"
+        with h5py.File(tmp, "w") as handle:
+            handle.create_dataset("embedding", data=shard["embedding"])
+            if shard["embedding_flip"] is not None:
+                handle.create_dataset("embedding_flip", data=shard["embedding_flip"])
+            handle.create_dataset("label", data=shard["label"])
+            handle.create_dataset("sample_id", data=shard["sample_id"])
+            handle.attrs["shard_index"] = shard["index"]
+            handle.attrs["first_id"] = shard["first_id"]
+            handle.attrs["expected"] = shard["expected"]
+            handle.attrs["skipped"] = json.dumps(shard["skipped"])
+        with open(tmp, "rb+") as raw:
+            os.fsync(raw.fileno())
+        os.replace(tmp, self.out / name)
+        with file_lock(self.out / LOCK_NAME):
+            current = Manifest.load(self.out)
+            current.shards[name] = {"first_id": shard["first_id"], "count": len(shard["sample_id"]),
+                                    "expected": shard["expected"]}
+            current.skipped = [s for s in current.skipped
+                               if not shard["first_id"] <= s["sample_id"] < shard["first_id"] + shard["expected"]]
+            current.skipped.extend(shard["skipped"])
+            current.skipped.sort(key=lambda s: s["sample_id"])
+            current.save(self.out)

@@ -1,0 +1,1 @@
+"""The student stage: recipes, schedules, optimizers, the trainer and checkpoints."""

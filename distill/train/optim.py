@@ -1,0 +1,85 @@
+"""Optimizers with MXNet-exact weight decay.
+
+MXNet's ``SGD(wd)`` adds ``wd·w`` to the gradient *before* momentum (an L2 term
+``wd/2·‖w‖²``): ``mom = μ·mom − lr·(g + wd·w); w += mom``. Keras 3's ``weight_decay`` is
+decoupled instead, so for ``sgd``, ``adam`` and ``nadam`` we add ``wd·mult·w`` to each
+gradient ourselves (:class:`GradientWeightDecay`); ``adamw`` keeps Keras's decoupled decay.
+As in MXNet, only weights are decayed (kernels, BN gamma, PReLU alpha, classifier), never
+biases, BN beta or statistics; ``classifier_wd_mult`` is MXNet's ``fc7_wd_mult``.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+DECAYED_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel", "gamma", "alpha", "embeddings")
+
+#: name → builder(config, learning_rate) → keras optimizer; ``decoupled`` ones skip the L2 term.
+OPTIMIZERS: dict[str, Callable] = {}
+DECOUPLED = {"adamw"}
+
+
+def register_optimizer(name: str):
+    def decorate(fn):
+        OPTIMIZERS[name] = fn
+        return fn
+
+    return decorate
+
+
+@register_optimizer("sgd")
+def _sgd(config, learning_rate):
+    import keras
+
+    return keras.optimizers.SGD(learning_rate=learning_rate, momentum=config.momentum,
+                                nesterov=config.nesterov)
+
+
+@register_optimizer("adam")
+def _adam(config, learning_rate):
+    import keras
+
+    return keras.optimizers.Adam(learning_rate=learning_rate)
+
+
+@register_optimizer("nadam")
+def _nadam(config, learning_rate):
+    import keras
+
+    return keras.optimizers.Nadam(learning_rate=learning_rate)
+
+
+@register_optimizer("adamw")
+def _adamw(config, learning_rate):
+    import keras
+
+    optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=config.weight_decay)
+    optimizer.exclude_from_weight_decay(var_names=["bias", "beta", "moving_mean", "moving_variance"])
+    return optimizer
+
+
+def build_optimizer(config, learning_rate: float):
+    if config.name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {config.name!r}; available: {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[config.name](config, learning_rate)
+
+
+def is_decayed(variable) -> bool:
+    return variable.name.split(":")[0].split("/")[-1] in DECAYED_NAMES
+
+
+class GradientWeightDecay:
+    """Adds ``wd·mult·w`` to each gradient (MXNet semantics); multipliers fixed at build."""
+
+    def __init__(self, weight_decay: float, variables, classifier_variables=(), classifier_mult=1.0):
+        classifier_ids = {id(v) for v in classifier_variables}
+        self.weight_decay = float(weight_decay)
+        self.multipliers = [
+            (classifier_mult if id(v) in classifier_ids else 1.0) if is_decayed(v) else 0.0
+            for v in variables
+        ]
+
+    def __call__(self, gradients, variables):
+        if self.weight_decay == 0.0:
+            return list(gradients)
+        return [g if (g is None or m == 0.0) else g + (self.weight_decay * m) * v
+                for g, v, m in zip(gradients, variables, self.multipliers)]

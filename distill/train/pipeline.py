@@ -1,0 +1,148 @@
+"""The training input pipeline: read → decode → augment → normalise, joined with the stored
+teacher embeddings by ``sample_id`` (the teacher is never run during training).
+
+Every random choice is a pure function of ``(seed, epoch, sample_id)``: the epoch order
+comes from NumPy's generator seeded with ``(seed, epoch)`` and each augmentation draws from
+TF's stateless RNG, so an interrupted and resumed run sees exactly the same batches.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from distill.data.images import decode_and_resize
+from distill.data.preprocess import normalize
+
+#: name → function(image uint8 [H,W,3], seed [2] int) → (image uint8, flipped bool)
+AUGMENTATIONS: dict[str, Callable] = {}
+
+
+def register_augmentation(name: str):
+    def decorate(fn):
+        AUGMENTATIONS[name] = fn
+        return fn
+
+    return decorate
+
+
+def _random_flip(image, seed):
+    import tensorflow as tf
+
+    flipped = tf.random.stateless_uniform([], seed=seed) < 0.5
+    image = tf.cond(flipped, lambda: tf.reverse(image, axis=[1]), lambda: image)
+    return image, flipped
+
+
+@register_augmentation("none")
+def augment_none(image, seed):
+    import tensorflow as tf
+
+    return image, tf.constant(False)
+
+
+@register_augmentation("flip")
+def augment_flip(image, seed):
+    return _random_flip(image, seed)
+
+
+@register_augmentation("flip_brightness")
+def augment_flip_brightness(image, seed):
+    import tensorflow as tf
+
+    image, flipped = _random_flip(image, seed)
+    x = tf.image.stateless_random_brightness(tf.cast(image, tf.float32), 32.0, seed=seed + 1)
+    return tf.cast(tf.clip_by_value(x, 0, 255), tf.uint8), flipped
+
+
+@register_augmentation("flip_color")
+def augment_flip_color(image, seed):
+    import tensorflow as tf
+
+    image, flipped = _random_flip(image, seed)
+    x = tf.image.stateless_random_brightness(tf.cast(image, tf.float32) / 255.0, 0.125, seed=seed + 1)
+    x = tf.image.stateless_random_contrast(x, 0.75, 1.25, seed=seed + 2)
+    x = tf.image.stateless_random_saturation(x, 0.75, 1.25, seed=seed + 3)
+    return tf.cast(tf.clip_by_value(x * 255.0, 0, 255), tf.uint8), flipped
+
+
+@register_augmentation("flip_color_crop")
+def augment_flip_color_crop(image, seed):
+    import tensorflow as tf
+
+    image, flipped = augment_flip_color(image, seed)
+    height, width = image.shape[0], image.shape[1]
+    padded = tf.image.resize_with_crop_or_pad(image, height + 16, width + 16)
+    image = tf.image.stateless_random_crop(padded, (height, width, 3), seed=seed + 4)
+    return image, flipped
+
+
+class TeacherTargets:
+    """Stored teacher embeddings as tensors indexed by sample_id (plain and, if stored, flipped)."""
+
+    def __init__(self, store, source):
+        from distill.store import StoreError
+
+        manifest = store.require_complete().manifest
+        if manifest.source.get("fingerprint") != source.fingerprint():
+            raise StoreError(f"{store.path}: store was embedded from a different dataset listing "
+                             f"than {source.root} (fingerprints differ); re-run `distill embed`")
+        table, present = store.load_table("embedding", np.float32)
+        self.embedding = table
+        self.embedding_flip = store.load_table("embedding_flip", np.float32)[0] if store.has_flip else None
+        self.present = present
+        self.dim = manifest.embedding_dim
+
+    def gather(self, sample_id, flipped):
+        import tensorflow as tf
+
+        plain = tf.gather(self._plain, sample_id)
+        if self._flip is None:
+            return plain
+        return tf.where(flipped, tf.gather(self._flip, sample_id), plain)
+
+    def build(self):
+        """Create the tensors (call once, outside any tf.function)."""
+        import tensorflow as tf
+
+        self._plain = tf.constant(self.embedding)
+        self._flip = None if self.embedding_flip is None else tf.constant(self.embedding_flip)
+        return self
+
+
+def epoch_order(sample_ids: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+    """The shuffled sample order of one epoch: a function of (seed, epoch) only."""
+    rng = np.random.default_rng([seed, epoch])
+    return sample_ids[rng.permutation(len(sample_ids))]
+
+
+def training_dataset(source, sample_ids: np.ndarray, batch_size: int, seed: int, epoch: int,
+                     augment: str = "flip", targets: TeacherTargets | None = None,
+                     num_parallel_calls: int = -1):
+    """One epoch of batches ``{"image", "label", "sample_id", "flipped"[, "teacher"]}``.
+
+    ``image`` is normalised float32 (``preprocess.normalize``); incomplete last batches are
+    dropped so every step has the same shape.
+    """
+    import tensorflow as tf
+
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {augment!r}; available: {', '.join(AUGMENTATIONS)}")
+    augment_fn = AUGMENTATIONS[augment]
+    parallel = tf.data.AUTOTUNE if num_parallel_calls in (-1, None) else num_parallel_calls
+    order = epoch_order(np.asarray(sample_ids, dtype=np.int64), seed, epoch)
+    labels = tf.constant(source.labels, dtype=tf.int64)
+
+    def load(sample_id, data):
+        image = decode_and_resize(data)
+        rng_seed = tf.stack([tf.cast(seed * 100003 + epoch, tf.int64), sample_id])
+        image, flipped = augment_fn(image, rng_seed)
+        item = {"image": normalize(image), "label": tf.gather(labels, sample_id),
+                "sample_id": sample_id, "flipped": flipped}
+        if targets is not None:
+            item["teacher"] = targets.gather(sample_id, flipped)
+        return item
+
+    dataset = source.encoded_dataset(order)
+    dataset = dataset.map(load, num_parallel_calls=parallel, deterministic=True)
+    return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)

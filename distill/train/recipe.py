@@ -1,0 +1,245 @@
+"""Training recipes: YAML → validated dataclasses, with ``extends`` and ``--set`` overrides.
+
+A recipe is refused before any work when a key is unknown (the closest valid key is
+suggested), a value has the wrong type, or a stage has no ``epochs``; the error names the
+key and its place (e.g. ``stages.1.lr``).
+"""
+from __future__ import annotations
+
+import difflib
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+
+import yaml
+
+
+class RecipeError(ValueError):
+    """An invalid recipe; the message names the file, the key and what is wrong."""
+
+
+@dataclass
+class DataConfig:
+    train: str = ""                 # class folders, file list, or RecordIO set
+    store: str | None = None        # teacher embedding store (None: no distillation)
+    eval: list = field(default_factory=list)   # verification .bin files
+    augment: str = "flip"           # registry name in distill.train.pipeline.AUGMENTATIONS
+    num_parallel_reads: int = -1    # -1: tf.data AUTOTUNE
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "mobilenet"
+    alpha: float = 1.0
+    embedding_size: int = 128
+    output_layer: str = "E"
+    dropout: float = 0.0
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 2e-5
+    sub_centers: int = 1
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "sgd"
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4      # MXNet semantics: wd·w added to the gradient
+    classifier_wd_mult: float = 1.0  # MXNet fc7_wd_mult
+
+
+@dataclass
+class StageConfig:
+    epochs: int = 0
+    lr: float | None = None
+    loss: dict | None = None        # {name: arcface, scale: 64, margin: 0.5, ...}
+    scale: float | None = None      # shortcut for the loss scale of this stage
+    distill_weight: float | None = None
+    triplet_weight: float | None = None
+    center_weight: float | None = None
+    bottleneck_only: bool | None = None
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 64
+    best_by: str | None = None      # eval set name that selects best.keras (default: first)
+    eval_flip: bool = True
+    eval_batch_size: int = 128
+
+
+@dataclass
+class Recipe:
+    name: str = "run"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    loss: dict = field(default_factory=lambda: {"name": "arcface", "scale": 64.0, "margin": 0.5})
+    distill: dict = field(default_factory=lambda: {"name": "l2", "weight": 0.0})
+    triplet: dict = field(default_factory=lambda: {"name": "triplet_batch_hard", "weight": 0.0})
+    center: dict = field(default_factory=lambda: {"name": "center", "weight": 0.0})
+    train: TrainConfig = field(default_factory=TrainConfig)
+    stages: list[StageConfig] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(stage.epochs for stage in self.stages)
+
+
+def load_recipe(path=None, overrides=(), data: dict | None = None) -> Recipe:
+    """Load ``path`` (following ``extends``), apply ``key=value`` overrides, validate."""
+    raw = _load_yaml_tree(Path(path)) if path is not None else {}
+    if data:
+        raw = _deep_merge(raw, data)
+    where = str(path) if path is not None else "recipe"
+    for item in overrides:
+        _apply_override(raw, item, where)
+    return recipe_from_dict(raw, where)
+
+
+def recipe_from_dict(raw: dict, where: str = "recipe") -> Recipe:
+    recipe = _build(Recipe, raw, where, "")
+    if not recipe.stages:
+        raise RecipeError(f"{where}: 'stages' must list at least one stage with 'epochs'")
+    for index, stage in enumerate(recipe.stages):
+        if stage.epochs < 1:
+            raise RecipeError(f"{where}: stages.{index}.epochs is required and must be ≥ 1")
+    if not recipe.data.train:
+        raise RecipeError(f"{where}: data.train (the training images) is required")
+    return recipe
+
+
+def save_recipe(recipe: Recipe, path) -> None:
+    from distill.utils import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+
+
+def _load_yaml_tree(path: Path, seen=()) -> dict:
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe file does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: a recipe must be a mapping of keys, got {type(raw).__name__}")
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    base_path = (path.parent / base).resolve()
+    if base_path in seen:
+        raise RecipeError(f"{path}: 'extends' loops back to {base_path}")
+    return _deep_merge(_load_yaml_tree(base_path, seen + (base_path,)), raw)
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _apply_override(raw: dict, item: str, where: str) -> None:
+    """``a.b.0.c=value`` (value parsed as YAML) into the nested dict/list ``raw``."""
+    if "=" not in item:
+        raise RecipeError(f"--set {item!r}: expected key=value")
+    key, text = item.split("=", 1)
+    value = yaml.safe_load(text) if text.strip() else None
+    parts = key.strip().split(".")
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        nxt = parts[depth + 1]
+        if isinstance(node, list):
+            index = _list_index(node, part, key)
+            node = node[index]
+            continue
+        if part not in node or node[part] is None:
+            node[part] = [] if nxt.isdigit() else {}
+        node = node[part]
+    last = parts[-1]
+    if isinstance(node, list):
+        index = int(last) if last.isdigit() else _list_index(node, last, key)
+        while len(node) <= index:
+            node.append({})
+        node[index] = value
+    else:
+        node[last] = value
+
+
+def _list_index(node: list, part: str, key: str) -> int:
+    if not part.isdigit():
+        raise RecipeError(f"--set {key}: {part!r} must be a list index")
+    index = int(part)
+    while len(node) <= index:
+        node.append({})
+    return index
+
+
+def _build(cls, raw, where: str, place: str):
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{where}: {place or 'recipe'} must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    for key in raw:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean '{_join(place, close[0])}'?" if close else f"; valid keys: {', '.join(names)}"
+            raise RecipeError(f"{where}: unknown key '{_join(place, key)}'{hint}")
+    values = {key: _convert(hints[key], value, where, _join(place, key)) for key, value in raw.items()}
+    return cls(**values)
+
+
+def _convert(hint, value, where, place):
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, where, place)
+    if is_dataclass(hint):
+        return _build(hint, value, where, place)
+    if origin is list or hint is list:
+        if not isinstance(value, list):
+            raise RecipeError(f"{where}: {place} must be a list, got {value!r}")
+        item = args[0] if args else None
+        return [_convert(item, v, where, f"{place}.{i}") if item else v for i, v in enumerate(value)]
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"{where}: {place} must be a mapping, got {value!r}")
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise RecipeError(f"{where}: {place} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RecipeError(f"{where}: {place} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML reads 5e-4 as a string
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RecipeError(f"{where}: {place} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise RecipeError(f"{where}: {place} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _join(place: str, key) -> str:
+    return f"{place}.{key}" if place else str(key)

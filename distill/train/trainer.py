@@ -1,0 +1,270 @@
+"""``distill train``: a student (or teacher) trained on classification + distillation.
+
+The run directory holds ``recipe.yaml`` (resolved), ``history.json`` (per epoch: stage, lr,
+loss terms, each eval set's accuracy/std/threshold), ``checkpoint/`` (every epoch),
+``best.keras`` (best embedding model by ``train.best_by``) and ``model.keras`` (last).
+Saved embedding models carry no classifier head.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from distill.train.checkpoints import copy_state, load_state, restore_variables, save_checkpoint
+from distill.train.recipe import Recipe, load_recipe, save_recipe
+from distill.train.stages import ResolvedStage, resolve_stages, stage_of_epoch
+from distill.utils import atomic_write_json, set_seed
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. a NaN loss); the message says where and why."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    history: list
+    best_model: Path | None
+    final_model: Path
+    best: dict | None           # {"set", "accuracy", "epoch"}
+
+
+def train(recipe, run_dir=None, overrides=(), resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train from a recipe (path, dict or :class:`Recipe`) into ``run_dir``.
+
+    With ``resume=True`` the run continues from its last checkpoint (the recipe saved in
+    the run directory is used, plus ``overrides``); the result equals an uninterrupted run.
+    """
+    if resume:
+        if run_dir is None:
+            raise TrainingError("resume needs the run directory")
+        recipe = load_recipe(Path(run_dir) / "recipe.yaml", overrides)
+    elif isinstance(recipe, (str, Path)):
+        recipe = load_recipe(recipe, overrides)
+    elif isinstance(recipe, dict):
+        recipe = load_recipe(None, overrides, data=recipe)
+    elif overrides:
+        recipe = load_recipe(None, overrides, data=recipe.to_dict())
+    run_dir = Path(run_dir or Path("runs") / recipe.name)
+    return Trainer(recipe, run_dir, progress).run(resume)
+
+
+class Trainer:
+    """Holds the model, classifier, data and state of one run; see :func:`train`."""
+
+    def __init__(self, recipe: Recipe, run_dir: Path, progress: bool = True):
+        self.recipe = recipe
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.stages = resolve_stages(recipe)
+
+    # ----------------------------------------------------------------- setup
+    def _setup(self):
+        from distill.data.sources import open_source
+        from distill.models import build_embedding_model
+        from distill.models.classifier import CosineClassifier
+
+        recipe = self.recipe
+        set_seed(recipe.seed)
+        self.source = open_source(recipe.data.train)
+        self.targets = self._load_targets()
+        self.sample_ids = np.arange(len(self.source), dtype=np.int64)
+        if self.targets is not None:
+            self.sample_ids = self.sample_ids[self.targets.present]
+        if len(self.sample_ids) < recipe.train.batch_size:
+            raise TrainingError(f"{recipe.data.train}: {len(self.sample_ids)} images, fewer than "
+                                f"one batch of {recipe.train.batch_size}")
+        cfg = recipe.model
+        self.model = build_embedding_model(
+            cfg.backbone, embedding_size=cfg.embedding_size, output_layer=cfg.output_layer,
+            dropout=cfg.dropout, bn_momentum=cfg.bn_momentum, bn_epsilon=cfg.bn_epsilon,
+            alpha=cfg.alpha)
+        self.classifier = CosineClassifier(self.source.num_classes, sub_centers=cfg.sub_centers,
+                                           name="classifier")
+        self.classifier.build((None, cfg.embedding_size))
+        self.eval_sets = self._load_eval_sets()
+
+    def _load_targets(self):
+        from distill.store import Store
+        from distill.train.pipeline import TeacherTargets
+
+        uses_distill = any(stage.distill.get("weight") for stage in self.stages)
+        if not self.recipe.data.store:
+            if uses_distill:
+                raise TrainingError("a stage has distill weight > 0 but data.store is not set")
+            return None
+        return TeacherTargets(Store(self.recipe.data.store), self.source).build()
+
+    def _load_eval_sets(self):
+        from distill.evals.bins import load_bin
+
+        return [load_bin(path) for path in self.recipe.data.eval]
+
+    # ------------------------------------------------------------ per stage
+    def _stage_variables(self, stage: ResolvedStage, objective):
+        import keras
+
+        if stage.bottleneck_only:
+            model_vars = [v for layer in self.model.layers if not isinstance(layer, keras.Model)
+                          for v in layer.trainable_variables]
+        else:
+            model_vars = list(self.model.trainable_variables)
+        return model_vars + list(self.classifier.trainable_variables) + list(objective.trainable_variables)
+
+    def _build_stage(self, stage: ResolvedStage, previous_optimizer=None):
+        from distill.losses.objective import build_objective
+        from distill.train.optim import DECOUPLED, GradientWeightDecay, build_optimizer
+
+        opt_cfg = self.recipe.optimizer
+        objective = build_objective(**stage.objective_spec())
+        variables = self._stage_variables(stage, objective)
+        optimizer = build_optimizer(opt_cfg, stage.lr)
+        optimizer.build(variables)
+        if previous_optimizer is not None:
+            copy_state(previous_optimizer.variables, optimizer.variables)
+        optimizer.learning_rate.assign(stage.lr)
+        wd = 0.0 if opt_cfg.name in DECOUPLED else opt_cfg.weight_decay
+        decay = GradientWeightDecay(wd, variables, self.classifier.trainable_variables,
+                                    opt_cfg.classifier_wd_mult)
+        step = self._make_step(objective, optimizer, variables, decay)
+        return objective, optimizer, step
+
+    def _make_step(self, objective, optimizer, variables, decay):
+        import tensorflow as tf
+
+        model, classifier = self.model, self.classifier
+
+        @tf.function(reduce_retracing=True)
+        def step(batch):
+            with tf.GradientTape() as tape:
+                embeddings = tf.cast(model(batch["image"], training=True), tf.float32)
+                cosine = classifier(embeddings)
+                terms = objective(batch["label"], cosine, embeddings,
+                                  teacher_embeddings=batch.get("teacher"),
+                                  norms=tf.norm(embeddings, axis=1))
+            gradients = tape.gradient(terms["total"], variables)
+            optimizer.apply_gradients(zip(decay(gradients, variables), variables))
+            return terms
+
+        return step
+
+    # ------------------------------------------------------------------ run
+    def run(self, resume: bool) -> TrainResult:
+        self._setup()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        state = load_state(self.run_dir) if resume else None
+        if resume and state is None:
+            raise TrainingError(f"{self.run_dir}: no checkpoint to resume from")
+        if not resume and (self.run_dir / "checkpoint" / "state.json").exists():
+            raise TrainingError(f"{self.run_dir}: run directory already holds a run; "
+                                "use --resume to continue it or choose a new directory")
+        save_recipe(self.recipe, self.run_dir / "recipe.yaml")
+        history = state["history"] if state else []
+        best = state.get("best") if state else None
+        start_epoch = state["epochs_done"] if state else 0
+        total = self.recipe.total_epochs
+        optimizer = objective = step = None
+        current = None
+        for epoch in range(start_epoch, total):
+            stage = stage_of_epoch(self.stages, epoch)
+            if stage is not current:
+                objective, optimizer, step = self._build_stage(stage, optimizer)
+                if state is not None and epoch == start_epoch:
+                    restore_variables(self.run_dir, self._checkpoint_groups(objective, optimizer))
+                    optimizer.learning_rate.assign(stage.lr)
+                current = stage
+            record = self._train_epoch(epoch, stage, step, optimizer)
+            record["eval"] = self._evaluate()
+            history.append(record)
+            best = self._keep_best(record, best)
+            save_checkpoint(self.run_dir, self._checkpoint_groups(objective, optimizer),
+                            {"epochs_done": epoch + 1, "history": history, "best": best,
+                             "seed": self.recipe.seed})
+            atomic_write_json(self.run_dir / "history.json", history)
+            log.info("epoch %d/%d %s", epoch + 1, total, _summary(record))
+        final = self.run_dir / "model.keras"
+        self.model.save(final)
+        best_path = self.run_dir / "best.keras"
+        return TrainResult(self.run_dir, history, best_path if best_path.exists() else None, final, best)
+
+    def _checkpoint_groups(self, objective, optimizer) -> dict:
+        return {
+            "model": list(self.model.variables),
+            "classifier": list(self.classifier.variables),
+            "objective": list(getattr(objective, "variables", objective.trainable_variables)),
+            "optimizer": list(optimizer.variables),
+        }
+
+    def _train_epoch(self, epoch: int, stage: ResolvedStage, step, optimizer) -> dict:
+        from tqdm import tqdm
+
+        from distill.train.pipeline import training_dataset
+
+        recipe = self.recipe
+        dataset = training_dataset(self.source, self.sample_ids, recipe.train.batch_size,
+                                   recipe.seed, epoch, recipe.data.augment,
+                                   self.targets if stage.distill.get("weight") else None,
+                                   recipe.data.num_parallel_reads)
+        steps = len(self.sample_ids) // recipe.train.batch_size
+        sums: dict[str, float] = {}
+        started = time.time()
+        bar = tqdm(dataset, total=steps, desc=f"epoch {epoch + 1}/{recipe.total_epochs}",
+                   disable=not self.progress, leave=False, unit="step")
+        for index, batch in enumerate(bar):
+            terms = {k: float(v) for k, v in step(batch).items()}
+            bad = [k for k, v in terms.items() if not math.isfinite(v)]
+            if bad:
+                raise TrainingError(
+                    f"non-finite loss at epoch {epoch + 1}, step {index + 1} (stage {stage.index}): "
+                    + ", ".join(f"{k}={v}" for k, v in terms.items()))
+            for key, value in terms.items():
+                sums[key] = sums.get(key, 0.0) + value
+            bar.set_postfix(loss=f"{terms['total']:.3f}")
+        return {"epoch": epoch + 1, "stage": stage.index, "lr": float(optimizer.learning_rate.numpy()),
+                "loss": {k: v / max(steps, 1) for k, v in sums.items()},
+                "seconds": round(time.time() - started, 2)}
+
+    def _evaluate(self) -> dict:
+        if not self.eval_sets:
+            return {}
+        from distill.evals.verification import evaluate_sets, keras_embed_fn
+
+        embed_fn = keras_embed_fn(self.model, batch_size=self.recipe.train.eval_batch_size)
+        results = evaluate_sets(embed_fn, self.eval_sets, batch_size=self.recipe.train.eval_batch_size)
+        keep = ("accuracy", "accuracy_std", "threshold")
+        out = {}
+        for name, metrics in results.items():
+            chosen = metrics if self.recipe.train.eval_flip else metrics.get("noflip", metrics)
+            out[name] = {k: float(chosen[k]) for k in keep if k in chosen}
+        return out
+
+    def _keep_best(self, record: dict, best: dict | None) -> dict | None:
+        evals = record["eval"]
+        if not evals:
+            return best
+        name = self.recipe.train.best_by or next(iter(evals))
+        if name not in evals:
+            raise TrainingError(f"train.best_by={name!r} is not an eval set ({', '.join(evals)})")
+        accuracy = evals[name]["accuracy"]
+        if best is None or accuracy > best["accuracy"]:
+            self.model.save(self.run_dir / "best.keras")
+            best = {"set": name, "accuracy": accuracy, "epoch": record["epoch"]}
+        return best
+
+
+def _summary(record: dict) -> str:
+    loss = " ".join(f"{k}={v:.4f}" for k, v in record["loss"].items())
+    evals = " ".join(f"{k}={v['accuracy']:.4f}" for k, v in record["eval"].items())
+    return f"lr={record['lr']:g} {loss} {evals}".strip()
+
+
+def read_history(run_dir) -> list:
+    return json.loads((Path(run_dir) / "history.json").read_text())
