@@ -116,9 +116,41 @@ def epoch_order(sample_ids: np.ndarray, seed: int, epoch: int) -> np.ndarray:
     return sample_ids[rng.permutation(len(sample_ids))]
 
 
+def balanced_order(sample_ids: np.ndarray, labels: np.ndarray, batch_size: int, per_identity: int,
+                   seed: int, epoch: int) -> np.ndarray:
+    """An epoch order whose consecutive ``batch_size`` chunks hold ``batch_size // K``
+    distinct identities × ``K`` images each (classes with fewer than K images are
+    sampled with replacement), for triplet and other metric losses."""
+    if batch_size % per_identity:
+        raise ValueError(f"batch size {batch_size} is not a multiple of images per identity {per_identity}")
+    rng = np.random.default_rng([seed, epoch, 1])
+    by_class: dict[int, list] = {}
+    for sample_id in sample_ids:
+        by_class.setdefault(int(labels[sample_id]), []).append(int(sample_id))
+    groups = {}
+    for label, members in by_class.items():
+        members = rng.permutation(members)
+        if len(members) < per_identity:
+            members = rng.choice(members, per_identity, replace=True)
+        usable = len(members) // per_identity * per_identity
+        groups[label] = [members[i:i + per_identity] for i in range(0, usable, per_identity)]
+    per_batch = batch_size // per_identity
+    if len(groups) < per_batch:
+        raise ValueError(f"{len(groups)} identities, fewer than the {per_batch} a batch needs")
+    order = []
+    for _ in range(len(sample_ids) // batch_size):
+        classes = np.array([c for c, g in groups.items() if g])
+        if len(classes) < per_batch:
+            break
+        weights = np.array([len(groups[c]) for c in classes], dtype=np.float64)
+        for label in rng.choice(classes, per_batch, replace=False, p=weights / weights.sum()):
+            order.extend(groups[int(label)].pop())
+    return np.asarray(order, dtype=np.int64)
+
+
 def training_dataset(source, sample_ids: np.ndarray, batch_size: int, seed: int, epoch: int,
                      augment: str = "flip", targets: TeacherTargets | None = None,
-                     num_parallel_calls: int = -1):
+                     num_parallel_calls: int = -1, per_identity: int = 0):
     """One epoch of batches ``{"image", "label", "sample_id", "flipped"[, "teacher"]}``.
 
     ``image`` is normalised float32 (``preprocess.normalize``); incomplete last batches are
@@ -130,7 +162,9 @@ def training_dataset(source, sample_ids: np.ndarray, batch_size: int, seed: int,
         raise ValueError(f"unknown augmentation {augment!r}; available: {', '.join(AUGMENTATIONS)}")
     augment_fn = AUGMENTATIONS[augment]
     parallel = tf.data.AUTOTUNE if num_parallel_calls in (-1, None) else num_parallel_calls
-    order = epoch_order(np.asarray(sample_ids, dtype=np.int64), seed, epoch)
+    sample_ids = np.asarray(sample_ids, dtype=np.int64)
+    order = (balanced_order(sample_ids, source.labels, batch_size, per_identity, seed, epoch)
+             if per_identity else epoch_order(sample_ids, seed, epoch))
     labels = tf.constant(source.labels, dtype=tf.int64)
 
     def load(sample_id, data):

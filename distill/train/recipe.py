@@ -37,6 +37,7 @@ class ModelConfig:
     bn_momentum: float = 0.9
     bn_epsilon: float = 2e-5
     sub_centers: int = 1
+    activation: str = "relu"        # "prelu" swaps every ReLU of the backbone for a PReLU
 
 
 @dataclass
@@ -46,6 +47,20 @@ class OptimizerConfig:
     nesterov: bool = False
     weight_decay: float = 5e-4      # MXNet semantics: wd·w added to the gradient
     classifier_wd_mult: float = 1.0  # MXNet fc7_wd_mult
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "constant"          # registry name in distill.train.schedules.SCHEDULES
+    epochs: list = field(default_factory=list)   # step: global epochs where lr × factor
+    factor: float = 0.1
+    decay_rate: float = 0.96        # exponential
+    decay_epochs: float = 1.0
+    first_epochs: float = 10.0      # cosine_restarts
+    t_mul: float = 2.0
+    m_mul: float = 1.0
+    alpha: float = 0.0
+    warmup_steps: int = 0
 
 
 @dataclass
@@ -66,6 +81,8 @@ class TrainConfig:
     best_by: str | None = None      # eval set name that selects best.keras (default: first)
     eval_flip: bool = True
     eval_batch_size: int = 128
+    eval_every_steps: int = 0       # also evaluate every N steps (0: only after each epoch)
+    images_per_identity: int = 4    # K of balanced N×K batches, used when a triplet term is on
 
 
 @dataclass
@@ -75,6 +92,7 @@ class Recipe:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loss: dict = field(default_factory=lambda: {"name": "arcface", "scale": 64.0, "margin": 0.5})
     distill: dict = field(default_factory=lambda: {"name": "l2", "weight": 0.0})
     triplet: dict = field(default_factory=lambda: {"name": "triplet_batch_hard", "weight": 0.0})

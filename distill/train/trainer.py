@@ -86,7 +86,7 @@ class Trainer:
         self.model = build_embedding_model(
             cfg.backbone, embedding_size=cfg.embedding_size, output_layer=cfg.output_layer,
             dropout=cfg.dropout, bn_momentum=cfg.bn_momentum, bn_epsilon=cfg.bn_epsilon,
-            alpha=cfg.alpha)
+            alpha=cfg.alpha, activation=cfg.activation)
         self.classifier = CosineClassifier(self.source.num_classes, sub_centers=cfg.sub_centers,
                                            name="classifier")
         self.classifier.build((None, cfg.embedding_size))
@@ -189,11 +189,25 @@ class Trainer:
                             {"epochs_done": epoch + 1, "history": history, "best": best,
                              "seed": self.recipe.seed})
             atomic_write_json(self.run_dir / "history.json", history)
+            self._tensorboard(record)
             log.info("epoch %d/%d %s", epoch + 1, total, _summary(record))
         final = self.run_dir / "model.keras"
         self.model.save(final)
         best_path = self.run_dir / "best.keras"
         return TrainResult(self.run_dir, history, best_path if best_path.exists() else None, final, best)
+
+    def _tensorboard(self, record: dict) -> None:
+        import tensorflow as tf
+
+        if not hasattr(self, "_writer"):
+            self._writer = tf.summary.create_file_writer(str(self.run_dir / "tensorboard"))
+        with self._writer.as_default(step=record["epoch"]):
+            tf.summary.scalar("lr", record["lr"])
+            for key, value in record["loss"].items():
+                tf.summary.scalar(f"loss/{key}", value)
+            for name, metrics in record["eval"].items():
+                tf.summary.scalar(f"eval/{name}", metrics["accuracy"])
+        self._writer.flush()
 
     def _checkpoint_groups(self, objective, optimizer) -> dict:
         return {
@@ -207,18 +221,25 @@ class Trainer:
         from tqdm import tqdm
 
         from distill.train.pipeline import training_dataset
+        from distill.train.schedules import learning_rate
 
         recipe = self.recipe
         dataset = training_dataset(self.source, self.sample_ids, recipe.train.batch_size,
                                    recipe.seed, epoch, recipe.data.augment,
                                    self.targets if stage.distill.get("weight") else None,
-                                   recipe.data.num_parallel_reads)
+                                   recipe.data.num_parallel_reads,
+                                   recipe.train.images_per_identity if stage.triplet.get("weight") else 0)
         steps = len(self.sample_ids) // recipe.train.batch_size
         sums: dict[str, float] = {}
         started = time.time()
         bar = tqdm(dataset, total=steps, desc=f"epoch {epoch + 1}/{recipe.total_epochs}",
                    disable=not self.progress, leave=False, unit="step")
+        step_evals, index = [], -1
+        first_lr = learning_rate(recipe.schedule, stage.lr, stage.first_epoch, epoch * steps, steps)
         for index, batch in enumerate(bar):
+            global_step = epoch * steps + index
+            lr = learning_rate(recipe.schedule, stage.lr, stage.first_epoch, global_step, steps)
+            optimizer.learning_rate.assign(lr)
             terms = {k: float(v) for k, v in step(batch).items()}
             bad = [k for k, v in terms.items() if not math.isfinite(v)]
             if bad:
@@ -228,9 +249,15 @@ class Trainer:
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0.0) + value
             bar.set_postfix(loss=f"{terms['total']:.3f}")
-        return {"epoch": epoch + 1, "stage": stage.index, "lr": float(optimizer.learning_rate.numpy()),
-                "loss": {k: v / max(steps, 1) for k, v in sums.items()},
-                "seconds": round(time.time() - started, 2)}
+            every = recipe.train.eval_every_steps
+            if every and (global_step + 1) % every == 0 and index + 1 < steps:
+                step_evals.append({"step": global_step + 1, "eval": self._evaluate()})
+        record = {"epoch": epoch + 1, "stage": stage.index, "lr": first_lr,
+                  "loss": {k: v / max(index + 1, 1) for k, v in sums.items()}, "steps": index + 1,
+                  "seconds": round(time.time() - started, 2)}
+        if step_evals:
+            record["step_evals"] = step_evals
+        return record
 
     def _evaluate(self) -> dict:
         if not self.eval_sets:

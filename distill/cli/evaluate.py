@@ -1,0 +1,146 @@
+"""``distill eval`` (verification accuracy of models on sets) and ``distill make-bin``."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def _fail(message) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+def format_table(rows: list[dict]) -> str:
+    """Models as rows, sets as columns: ``accuracy ± std`` in percent."""
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    sets = list(dict.fromkeys(r["set"] for r in rows))
+    cells = {(r["model"], r["set"]): f"{100 * r['accuracy']:.2f} ± {100 * r['accuracy_std']:.2f}" for r in rows}
+    header = ["model"] + sets
+    body = [[m] + [cells.get((m, s), "-") for s in sets] for m in models]
+    widths = [max(len(str(line[i])) for line in [header] + body) for i in range(len(header))]
+
+    def fmt(line):
+        return "  ".join(str(v).ljust(w) if i == 0 else str(v).rjust(w) for i, (v, w) in enumerate(zip(line, widths)))
+
+    return "\n".join([fmt(header), "  ".join("-" * w for w in widths)] + [fmt(line) for line in body])
+
+
+def _plain_rows(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "roc"} for r in rows]
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    """One line per (model, set) with every scalar metric."""
+    plain = _plain_rows(rows)
+    fields = list(dict.fromkeys(k for r in plain for k in r))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(plain)
+
+
+def plot_roc(rows: list[dict], path: Path) -> None:
+    """ROC curves (TAR vs log FAR) of all models, one panel per set."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        _fail("--roc needs matplotlib; install it with: pip install 'distill[plot]'")
+    sets = list(dict.fromkeys(r["set"] for r in rows))
+    fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 4.5), squeeze=False)
+    for ax, name in zip(axes[0], sets):
+        for row in (r for r in rows if r["set"] == name):
+            fpr, tpr = row["roc"]
+            keep = fpr > 0
+            ax.plot(fpr[keep], tpr[keep], label=f"{Path(row['model']).name} ({100 * row['accuracy']:.2f}%)")
+        ax.set_xscale("log")
+        ax.set_xlabel("FAR (false accept rate)")
+        ax.set_ylabel("TAR (true accept rate)")
+        ax.set_title(name)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def eval_command(
+    model: List[Path] = typer.Option(..., "--model", "-m", help="Embedding model (.keras, .h5 or SavedModel dir); repeat for several."),
+    bin_: Optional[List[Path]] = typer.Option(None, "--bin", "-b", help="InsightFace .bin verification set; repeat for several."),
+    pairs: Optional[Path] = typer.Option(None, "--pairs", help="LFW-style pairs.txt (needs --images)."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Image folder for --pairs: DIR/name/name_0001.jpg."),
+    flip: bool = typer.Option(True, "--flip/--no-flip", help="Flip test: add the embedding of the mirrored image."),
+    batch_size: int = typer.Option(128, "--batch-size", min=1, help="Images per model call."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write all metrics of every model and set as JSON."),
+    csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write all metrics as CSV, one line per model and set."),
+    roc: Optional[Path] = typer.Option(None, "--roc", help="Save ROC curves of all models (log FAR axis) to this image."),
+) -> None:
+    """Verification accuracy (10-fold, InsightFace protocol) of models on .bin sets / a pairs file."""
+    if (pairs is None) != (images is None):
+        _fail("--pairs and --images must be given together")
+    if not bin_ and pairs is None:
+        _fail("give at least one --bin or a --pairs file with --images")
+    from distill.evals.pairs import load_pairs_set
+    from distill.evals.verification import evaluate_models
+
+    try:
+        extra = [load_pairs_set(pairs, images)] if pairs is not None else []
+        rows = evaluate_models(model, bin_ or [], flip=flip, batch_size=batch_size, sets=extra, roc=roc is not None)
+    except ValueError as exc:
+        _fail(exc)
+    typer.echo(format_table(rows))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(_plain_rows(rows), indent=2))
+        typer.echo(f"wrote {json_out}")
+    if csv_out is not None:
+        write_csv(rows, csv_out)
+        typer.echo(f"wrote {csv_out}")
+    if roc is not None:
+        plot_roc(rows, roc)
+        typer.echo(f"wrote {roc}")
+
+
+def make_bin_command(
+    source: Optional[Path] = typer.Argument(None, help="Class-per-folder image tree (one folder per person)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output .bin file."),
+    n_pairs: int = typer.Option(600, "--pairs", min=2, help="Number of pairs (half same, half different)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed for drawing the pairs."),
+    pairs_file: Optional[Path] = typer.Option(None, "--pairs-file", help="Use the pairs of an LFW-style pairs.txt instead of drawing them."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Image folder for --pairs-file: DIR/name/name_0001.jpg."),
+) -> None:
+    """Build an InsightFace .bin verification set from a folder tree or an LFW pairs.txt."""
+    if pairs_file is not None:
+        if images is None or source is not None:
+            _fail("--pairs-file needs --images and no DIR argument")
+    elif source is None or images is not None:
+        _fail("give DIR (a class-per-folder tree), or --pairs-file with --images")
+    try:
+        if pairs_file is not None:
+            from distill.evals.pairs import pairs_to_bin
+
+            path = pairs_to_bin(pairs_file, images, out)
+        else:
+            from distill.evals.bins import make_bin
+
+            path = make_bin(source, out, n_pairs=n_pairs, seed=seed)
+    except ValueError as exc:
+        _fail(exc)
+    from distill.evals.bins import read_bin
+
+    _, issame = read_bin(path)
+    typer.echo(f"wrote {path}: {issame.size} pairs ({int(issame.sum())} same, {int((~issame).sum())} different)")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``eval`` and ``make-bin`` to the ``distill`` app."""
+    app.command("eval")(eval_command)
+    app.command("make-bin")(make_bin_command)
