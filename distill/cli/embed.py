@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -9,13 +10,14 @@ from distill.cli.common import user_errors
 
 
 def embed_command(
-    teacher: str = typer.Option(..., "--teacher", help="Teacher model: .keras/.h5 file or SavedModel folder."),
-    data: Path = typer.Option(..., "--data", help="Training images: a class-per-folder tree or a CSV/TSV file list."),
-    out: Path = typer.Option(..., "--out", help="Store folder to create (or resume): manifest.json + shard-NNNNN.h5."),
-    batch_size: int = typer.Option(128, help="Images per teacher call."),
-    shard_size: int = typer.Option(10000, help="Rows per HDF5 shard."),
-    dtype: str = typer.Option("float16", help="Stored embedding dtype: float16 or float32."),
-    flip: bool = typer.Option(False, "--flip/--no-flip", help="Also store embedding_flip (teacher on the mirrored image)."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher model: .keras/.h5 file, SavedModel folder, .onnx, .tflite, or a plugin package.module:function."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Training images: a class-per-folder tree, a CSV/TSV file list, or an InsightFace train.rec folder."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Store folder to create (or resume): manifest.json + shard-NNNNN.h5."),
+    recipe: Optional[Path] = typer.Option(None, "--recipe", help="YAML file with any of these settings (command-line options override it), e.g. recipes/embed_r100.yaml."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per teacher call [default: 128]."),
+    shard_size: Optional[int] = typer.Option(None, help="Rows per HDF5 shard [default: 10000]."),
+    dtype: Optional[str] = typer.Option(None, help="Stored embedding dtype: float16 or float32 [default: float16]."),
+    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Also store embedding_flip (teacher on the mirrored image) [default: no]."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over if the store was made with other settings."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Record unreadable images in the manifest and go on, instead of stopping."),
     num_workers: int = typer.Option(1, help="Total number of workers sharing this store (shards are split among them)."),
@@ -24,10 +26,19 @@ def embed_command(
 ):
     """Embed every image with the teacher into a sharded HDF5 store (resumable)."""
     with user_errors():
+        from distill.store.config import load_embed_config
+        from distill.store.manifest import StoreError
         from distill.store.writer import embed
 
-        manifest = embed(teacher, data, out, batch_size=batch_size, shard_size=shard_size,
-                         dtype=dtype, flip=flip, overwrite=overwrite, skip_bad=skip_bad,
+        settings = load_embed_config(recipe) if recipe else {}
+        given = {"teacher": teacher, "data": data, "out": out, "batch_size": batch_size,
+                 "shard_size": shard_size, "dtype": dtype, "flip": flip}
+        settings.update({k: v for k, v in given.items() if v is not None})
+        missing = [f"--{k}" for k in ("teacher", "data", "out") if not settings.get(k)]
+        if missing:
+            raise StoreError(f"missing {', '.join(missing)} (give them, or a --recipe that sets them)")
+        out = Path(settings["out"])
+        manifest = embed(**settings, overwrite=overwrite, skip_bad=skip_bad,
                          num_workers=num_workers, worker_index=worker_index, progress=progress)
         typer.echo(f"{out}: {sum(s['count'] for s in manifest.shards.values())} embeddings "
                    f"(dim {manifest.embedding_dim}, {manifest.dtype}) in {len(manifest.shards)}/"

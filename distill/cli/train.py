@@ -14,6 +14,7 @@ def train_command(
     set_: List[str] = typer.Option([], "--set", help="Override a recipe key, e.g. --set stages.0.epochs=3 --set model.dropout=0.4 (repeatable)."),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default: runs/<recipe name>)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory from its last checkpoint."),
+    stop_after_epochs: Optional[int] = typer.Option(None, "--stop-after-epochs", help="End this call after N epochs (checkpointed); continue later with --resume."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ):
     """Train a student on classification + embedding distillation from a recipe."""
@@ -23,7 +24,7 @@ def train_command(
         if resume is None and recipe is None:
             raise TrainingError("give --recipe FILE.yaml (or --resume RUN_DIR)")
         result = train(recipe, run_dir=resume or run_dir, overrides=set_, resume=resume is not None,
-                       progress=progress)
+                       progress=progress, stop_after_epochs=stop_after_epochs)
         typer.echo(f"run: {result.run_dir}")
         if result.best:
             typer.echo(f"best {result.best['set']} accuracy {result.best['accuracy']:.4f} "

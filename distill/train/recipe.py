@@ -30,7 +30,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     backbone: str = "mobilenet"
-    alpha: float = 1.0
+    alpha: float | None = None      # width multiplier, for backbones that have one
     embedding_size: int = 128
     output_layer: str = "E"
     dropout: float = 0.0

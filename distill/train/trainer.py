@@ -37,11 +37,14 @@ class TrainResult:
     best: dict | None           # {"set", "accuracy", "epoch"}
 
 
-def train(recipe, run_dir=None, overrides=(), resume: bool = False, progress: bool = True) -> TrainResult:
+def train(recipe, run_dir=None, overrides=(), resume: bool = False, progress: bool = True,
+          stop_after_epochs: int | None = None) -> TrainResult:
     """Train from a recipe (path, dict or :class:`Recipe`) into ``run_dir``.
 
     With ``resume=True`` the run continues from its last checkpoint (the recipe saved in
     the run directory is used, plus ``overrides``); the result equals an uninterrupted run.
+    ``stop_after_epochs`` ends this call after that many epochs (e.g. to fit a time-limited
+    job); resume later to continue.
     """
     if resume:
         if run_dir is None:
@@ -54,7 +57,7 @@ def train(recipe, run_dir=None, overrides=(), resume: bool = False, progress: bo
     elif overrides:
         recipe = load_recipe(None, overrides, data=recipe.to_dict())
     run_dir = Path(run_dir or Path("runs") / recipe.name)
-    return Trainer(recipe, run_dir, progress).run(resume)
+    return Trainer(recipe, run_dir, progress).run(resume, stop_after_epochs)
 
 
 class Trainer:
@@ -83,10 +86,11 @@ class Trainer:
             raise TrainingError(f"{recipe.data.train}: {len(self.sample_ids)} images, fewer than "
                                 f"one batch of {recipe.train.batch_size}")
         cfg = recipe.model
+        width = {} if cfg.alpha is None else {"alpha": cfg.alpha}
         self.model = build_embedding_model(
             cfg.backbone, embedding_size=cfg.embedding_size, output_layer=cfg.output_layer,
             dropout=cfg.dropout, bn_momentum=cfg.bn_momentum, bn_epsilon=cfg.bn_epsilon,
-            alpha=cfg.alpha, activation=cfg.activation)
+            activation=cfg.activation, **width)
         self.classifier = CosineClassifier(self.source.num_classes, sub_centers=cfg.sub_centers,
                                            name="classifier")
         self.classifier.build((None, cfg.embedding_size))
@@ -124,7 +128,9 @@ class Trainer:
         from distill.train.optim import DECOUPLED, GradientWeightDecay, build_optimizer
 
         opt_cfg = self.recipe.optimizer
-        objective = build_objective(**stage.objective_spec())
+        objective = build_objective(**stage.objective_spec()).build(
+            num_classes=self.source.num_classes, embedding_dim=self.recipe.model.embedding_size,
+            teacher_dim=self.targets.dim if self.targets is not None else None)
         variables = self._stage_variables(stage, objective)
         optimizer = build_optimizer(opt_cfg, stage.lr)
         optimizer.build(variables)
@@ -157,7 +163,7 @@ class Trainer:
         return step
 
     # ------------------------------------------------------------------ run
-    def run(self, resume: bool) -> TrainResult:
+    def run(self, resume: bool, stop_after_epochs: int | None = None) -> TrainResult:
         self._setup()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         state = load_state(self.run_dir) if resume else None
@@ -173,7 +179,8 @@ class Trainer:
         total = self.recipe.total_epochs
         optimizer = objective = step = None
         current = None
-        for epoch in range(start_epoch, total):
+        end_epoch = total if stop_after_epochs is None else min(total, start_epoch + stop_after_epochs)
+        for epoch in range(start_epoch, end_epoch):
             stage = stage_of_epoch(self.stages, epoch)
             if stage is not current:
                 objective, optimizer, step = self._build_stage(stage, optimizer)
@@ -197,16 +204,22 @@ class Trainer:
         return TrainResult(self.run_dir, history, best_path if best_path.exists() else None, final, best)
 
     def _tensorboard(self, record: dict) -> None:
+        """Per-epoch scalars in ``run_dir/tensorboard`` (written with core TF summary ops, so
+        the TensorBoard package is needed only to view them)."""
         import tensorflow as tf
+        from tensorflow.core.framework import summary_pb2
 
         if not hasattr(self, "_writer"):
             self._writer = tf.summary.create_file_writer(str(self.run_dir / "tensorboard"))
-        with self._writer.as_default(step=record["epoch"]):
-            tf.summary.scalar("lr", record["lr"])
-            for key, value in record["loss"].items():
-                tf.summary.scalar(f"loss/{key}", value)
-            for name, metrics in record["eval"].items():
-                tf.summary.scalar(f"eval/{name}", metrics["accuracy"])
+            meta = summary_pb2.SummaryMetadata()
+            meta.plugin_data.plugin_name = "scalars"
+            self._scalar_meta = meta.SerializeToString()
+        scalars = {"lr": record["lr"], **{f"loss/{k}": v for k, v in record["loss"].items()},
+                   **{f"eval/{k}": m["accuracy"] for k, m in record["eval"].items()}}
+        with self._writer.as_default():
+            for tag, value in scalars.items():
+                tf.summary.write(tag, tf.constant(float(value), tf.float32), step=record["epoch"],
+                                 metadata=self._scalar_meta)
         self._writer.flush()
 
     def _checkpoint_groups(self, objective, optimizer) -> dict:
