@@ -20,10 +20,22 @@ def build_embedding_model(backbone: str = "mobilenet", embedding_size: int = 128
 
     input_shape = (int(input_size[0]), int(input_size[1]), 3)
     inputs = keras.Input(shape=input_shape, name="image")
-    features = build_backbone(backbone, input_shape=input_shape, **backbone_params)(inputs)
+    body = build_backbone(backbone, input_shape=input_shape, **backbone_params)
+    set_bn_momentum(body, bn_momentum)
+    features = body(inputs)
     embedding = apply_output_layer(output_layer, features, embedding_size, dropout=dropout,
                                    bn_momentum=bn_momentum, bn_epsilon=bn_epsilon)
     return keras.Model(inputs, embedding, name=name)
+
+
+def set_bn_momentum(model, momentum: float) -> None:
+    """Use one BN momentum everywhere (keras.applications default to 0.99; InsightFace uses 0.9,
+    which also lets the moving statistics settle within a short run)."""
+    import keras
+
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
 
 
 def count_params(model) -> int:

@@ -81,7 +81,8 @@ class TrainConfig:
     best_by: str | None = None      # eval set name that selects best.keras (default: first)
     eval_flip: bool = True
     eval_batch_size: int = 128
-    eval_every_steps: int = 0       # also evaluate every N steps (0: only after each epoch)
+    eval_every_epochs: int = 1      # evaluate after every N-th epoch (and always after the last)
+    eval_every_steps: int = 0       # also evaluate every N steps (0: only after epochs)
     images_per_identity: int = 4    # K of balanced N×K batches, used when a triplet term is on
 
 

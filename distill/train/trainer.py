@@ -189,7 +189,8 @@ class Trainer:
                     optimizer.learning_rate.assign(stage.lr)
                 current = stage
             record = self._train_epoch(epoch, stage, step, optimizer)
-            record["eval"] = self._evaluate()
+            every = max(self.recipe.train.eval_every_epochs, 1)
+            record["eval"] = self._evaluate() if ((epoch + 1) % every == 0 or epoch + 1 == total) else {}
             history.append(record)
             best = self._keep_best(record, best)
             save_checkpoint(self.run_dir, self._checkpoint_groups(objective, optimizer),

@@ -1,0 +1,241 @@
+"""Run directories → comparison rows: the swept settings, best accuracies, progress.
+
+Settings come from each run's resolved ``recipe.yaml`` (never from directory names): the
+columns are the flattened recipe keys (``model.dropout``, ``distill.weight``, ...) whose
+values differ between the runs compared. ``data.store`` is shown as the store's teacher
+(``STORE/manifest.json`` → ``teacher.source``) when the manifest can be read.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class RunError(ValueError):
+    """A run directory that cannot be read; the message names the file and the problem."""
+
+
+@dataclass
+class Run:
+    """One run directory, read (nothing is computed on load but the epoch bookkeeping)."""
+
+    path: Path
+    recipe: object                  # distill.train.recipe.Recipe
+    history: list                   # per-epoch records, one per epoch (the last if repeated)
+    epochs_done: int
+    has_checkpoint: bool = False    # checkpoint/state.json exists (the run can be resumed)
+    settings: dict = field(default_factory=dict)   # flattened recipe: "model.dropout" → 0.4
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def total_epochs(self) -> int:
+        return self.recipe.total_epochs
+
+    @property
+    def complete(self) -> bool:
+        return self.epochs_done >= self.total_epochs
+
+    @property
+    def status(self) -> str:
+        return "complete" if self.complete else "incomplete"
+
+    def eval_sets(self) -> list[str]:
+        names: list[str] = []
+        for record in self.history:
+            names.extend(n for n in record.get("eval", {}) if n not in names)
+        return names
+
+    def best(self, set_name: str) -> tuple[float, int] | None:
+        """``(best accuracy, its epoch)`` on ``set_name`` (the first epoch on ties)."""
+        best = None
+        for record in self.history:
+            metrics = record.get("eval", {}).get(set_name)
+            if metrics and "accuracy" in metrics and (best is None or metrics["accuracy"] > best[0]):
+                best = (float(metrics["accuracy"]), int(record["epoch"]))
+        return best
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise RunError(f"{path}: not valid JSON ({exc})") from None
+
+
+def unique_epochs(history: list) -> list:
+    """Records by epoch, keeping the last record of a repeated epoch, in epoch order."""
+    by_epoch = {}
+    for index, record in enumerate(history):
+        if not isinstance(record, dict) or "epoch" not in record:
+            raise RunError(f"history record {index} has no 'epoch'")
+        by_epoch[int(record["epoch"])] = record
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+
+
+def load_run(run_dir) -> Run:
+    """Read ``recipe.yaml``, ``history.json`` and ``checkpoint/state.json`` of a run."""
+    from distill.train.recipe import RecipeError, recipe_from_dict
+
+    path = Path(run_dir)
+    recipe_path = path / "recipe.yaml"
+    if not path.is_dir():
+        raise RunError(f"{path}: not a directory (expected a run directory of `distill train`)")
+    if not recipe_path.is_file():
+        raise RunError(f"{path}: no recipe.yaml (not a run directory of `distill train`)")
+    try:
+        raw = yaml.safe_load(recipe_path.read_text()) or {}
+        recipe = recipe_from_dict(raw, str(recipe_path))
+    except yaml.YAMLError as exc:
+        raise RunError(f"{recipe_path}: not valid YAML ({exc})") from None
+    except RecipeError as exc:
+        raise RunError(str(exc)) from None
+    history_path = path / "history.json"
+    history = _read_json(history_path) if history_path.is_file() else []
+    if not isinstance(history, list):
+        raise RunError(f"{history_path}: expected a list of epoch records")
+    try:
+        history = unique_epochs(history)
+    except RunError as exc:
+        raise RunError(f"{history_path}: {exc}") from None
+    state_path = path / "checkpoint" / "state.json"
+    has_checkpoint = state_path.is_file()
+    if has_checkpoint:
+        epochs_done = int(_read_json(state_path).get("epochs_done", 0))
+    else:
+        epochs_done = max((r["epoch"] for r in history), default=0)
+    return Run(path, recipe, history, epochs_done, has_checkpoint, flatten(recipe.to_dict()))
+
+
+def flatten(value, prefix: str = "") -> dict:
+    """Nested dicts (and lists of dicts, by index) → ``{"a.b.0.c": leaf}``."""
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        items = ((str(i), v) for i, v in enumerate(value))
+    else:
+        return {prefix: value}
+    out = {}
+    for key, item in items:
+        out.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def differing_keys(runs: list[Run]) -> list[str]:
+    """Recipe keys whose values are not the same in every run, in recipe order."""
+    keys: list[str] = []
+    for run in runs:
+        keys.extend(k for k in run.settings if k not in keys)
+    return [k for k in keys if len({_canonical(r.settings.get(k)) for r in runs}) > 1]
+
+
+def _canonical(value) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def store_teacher(store) -> str | None:
+    """The teacher a store was made with (``manifest.json`` → ``teacher.source``), or None."""
+    if not store:
+        return None
+    try:
+        manifest = json.loads((Path(store) / "manifest.json").read_text())
+        source = str(manifest["teacher"]["source"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    parts = Path(source).parts
+    return str(Path(*parts[-2:])) if len(parts) > 2 else source
+
+
+# How a setting is shown, by key; anything else goes through _show.
+DISPLAY = {"data.store": lambda value: store_teacher(value) or _show(value)}
+
+
+def _show(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ",".join(_show(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def compare_runs(run_dirs, sort_by: str | None = None) -> list[dict]:
+    """One row per run: ``run``, the differing settings, ``SET``/``SET_epoch`` per
+    evaluation set (best accuracy), ``epochs`` (done/total) and ``status``.
+
+    ``sort_by`` (an evaluation set name) sorts by that best accuracy, descending; runs
+    without it come last. Settings are display strings, accuracies floats and epochs ints
+    (None where a run has no such set); see :func:`format_report`.
+    """
+    runs = [load_run(d) for d in run_dirs]
+    if not runs:
+        raise RunError("no run directories given")
+    sets: list[str] = []
+    for run in runs:
+        sets.extend(s for s in run.eval_sets() if s not in sets)
+    if sort_by is not None and sort_by not in sets:
+        raise RunError(f"--sort-by {sort_by!r}: no run has that evaluation set; "
+                       f"available: {', '.join(sets) or '(none)'}")
+    keys = differing_keys(runs)
+    rows = []
+    for run in runs:
+        row = {"run": run.name}
+        for key in keys:
+            row[key] = DISPLAY.get(key, _show)(run.settings.get(key))
+        for name in sets:
+            best = run.best(name)
+            row[name], row[f"{name}_epoch"] = best if best else (None, None)
+        row["epochs"] = f"{run.epochs_done}/{run.total_epochs}"
+        row["status"] = run.status
+        rows.append(row)
+    if sort_by is not None:
+        rows.sort(key=lambda r: (r[sort_by] is None, -(r[sort_by] or 0.0)))
+    return rows
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _text(rows: list[dict], markdown: bool) -> str:
+    from distill.report.table import format_table
+
+    return format_table([{k: _cell(v) for k, v in row.items()} for row in rows], markdown=markdown)
+
+
+def _csv(rows: list[dict]) -> str:
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return buffer.getvalue().rstrip("\n")
+
+
+FORMATS = {
+    "markdown": lambda rows: _text(rows, markdown=True),
+    "text": lambda rows: _text(rows, markdown=False),
+    "csv": _csv,
+}
+
+
+def format_report(rows: list[dict], fmt: str = "markdown") -> str:
+    """``rows`` of :func:`compare_runs` as ``markdown``, ``text`` or ``csv``."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown report format {fmt!r}; available: {', '.join(FORMATS)}")
+    return FORMATS[fmt](rows)
