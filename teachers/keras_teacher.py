@@ -33,10 +33,20 @@ class KerasTeacher(Teacher):
     kind = "keras"
     graph_compatible = True
 
-    def __init__(self, path, preprocess: Preprocess | None = None):
+    def __init__(self, path, preprocess: Preprocess | None = None, devices=None):
+        """``devices``: replicas to spread each batch over (default: every visible GPU when
+        there are several — tf.distribute.MirroredStrategy; else the default device)."""
         import tensorflow as tf
 
-        self.model = load_keras_model(path)
+        if devices is None:
+            gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+            devices = gpus if len(gpus) > 1 else None
+        self.strategy = tf.distribute.MirroredStrategy(devices) if devices and len(devices) > 1 else None
+        if self.strategy is not None:
+            with self.strategy.scope():
+                self.model = load_keras_model(path)
+        else:
+            self.model = load_keras_model(path)
         preprocess = preprocess or Preprocess()
         probe = self._forward(preprocess.apply(tf.zeros((1, 112, 112, 3), tf.uint8)))
         if len(probe.shape) != 2:
@@ -58,4 +68,16 @@ class KerasTeacher(Teacher):
         return tf.cast(self._forward(self.preprocess.apply(images)), tf.float32)
 
     def embed(self, images):
-        return self._embed(images)
+        if self.strategy is None:
+            return self._embed(images)
+        import numpy as np
+        import tensorflow as tf
+
+        images = tf.convert_to_tensor(images)
+        replicas = self.strategy.num_replicas_in_sync
+        sizes = [len(part) for part in np.array_split(np.arange(int(images.shape[0])), replicas)]
+        parts = tf.split(images, sizes, axis=0)
+        values = self.strategy.experimental_distribute_values_from_function(
+            lambda context: parts[context.replica_id_in_sync_group])
+        outputs = self.strategy.run(self._embed, args=(values,))
+        return tf.concat(self.strategy.experimental_local_results(outputs), axis=0)

@@ -78,8 +78,17 @@ class GradientWeightDecay:
             for v in variables
         ]
 
-    def __call__(self, gradients, variables):
+    def __call__(self, gradients, variables, scale: float = 1.0):
+        """Gradients plus ``scale·wd·mult·w`` (``scale`` = 1/replicas when they are summed)."""
         if self.weight_decay == 0.0:
             return list(gradients)
-        return [g if (g is None or m == 0.0) else g + (self.weight_decay * m) * v
+        return [g if (g is None or m == 0.0) else g + (scale * self.weight_decay * m) * v
                 for g, v, m in zip(gradients, variables, self.multipliers)]
+
+    def penalty(self, variables):
+        """The same decay as a loss term, ``wd/2·Σ mult·‖w‖²`` (for loss-scaled training)."""
+        import tensorflow as tf
+
+        terms = [0.5 * self.weight_decay * m * tf.reduce_sum(tf.square(tf.cast(v, tf.float32)))
+                 for v, m in zip(variables, self.multipliers) if m]
+        return tf.add_n(terms) if terms and self.weight_decay else tf.constant(0.0)

@@ -83,6 +83,9 @@ class TrainConfig:
     eval_batch_size: int = 128
     eval_every_epochs: int = 1      # evaluate after every N-th epoch (and always after the last)
     eval_every_steps: int = 0       # also evaluate every N steps (0: only after epochs)
+    distribute: str = "auto"        # auto (mirrored over all GPUs when >1), none, mirrored
+    devices: list = field(default_factory=list)  # replicas for mirrored ([]: every GPU)
+    mixed_precision: bool = False   # student in float16 compute; classifier and losses float32
     images_per_identity: int = 4    # K of balanced N×K batches, used when a triplet term is on
 
 

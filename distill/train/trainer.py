@@ -85,15 +85,27 @@ class Trainer:
         if len(self.sample_ids) < recipe.train.batch_size:
             raise TrainingError(f"{recipe.data.train}: {len(self.sample_ids)} images, fewer than "
                                 f"one batch of {recipe.train.batch_size}")
+        import keras
+
+        from distill.train.step import make_strategy
+
+        self.strategy = make_strategy(recipe.train.distribute, recipe.train.devices)
+        if recipe.train.batch_size % self.strategy.num_replicas_in_sync:
+            raise TrainingError(f"train.batch_size {recipe.train.batch_size} is not divisible by "
+                                f"{self.strategy.num_replicas_in_sync} replicas")
+        keras.mixed_precision.set_global_policy(
+            "mixed_float16" if recipe.train.mixed_precision else "float32")
         cfg = recipe.model
         width = {} if cfg.alpha is None else {"alpha": cfg.alpha}
-        self.model = build_embedding_model(
-            cfg.backbone, embedding_size=cfg.embedding_size, output_layer=cfg.output_layer,
-            dropout=cfg.dropout, bn_momentum=cfg.bn_momentum, bn_epsilon=cfg.bn_epsilon,
-            activation=cfg.activation, **width)
-        self.classifier = CosineClassifier(self.source.num_classes, sub_centers=cfg.sub_centers,
-                                           name="classifier")
-        self.classifier.build((None, cfg.embedding_size))
+        with self.strategy.scope():
+            self.model = build_embedding_model(
+                cfg.backbone, embedding_size=cfg.embedding_size, output_layer=cfg.output_layer,
+                dropout=cfg.dropout, bn_momentum=cfg.bn_momentum, bn_epsilon=cfg.bn_epsilon,
+                activation=cfg.activation, **width)
+            self.classifier = CosineClassifier(self.source.num_classes, sub_centers=cfg.sub_centers,
+                                               name="classifier")
+            self.classifier.build((None, cfg.embedding_size))
+        keras.mixed_precision.set_global_policy("float32")  # only the student is mixed
         self.eval_sets = self._load_eval_sets()
 
     def _load_targets(self):
@@ -127,40 +139,29 @@ class Trainer:
         from distill.losses.objective import build_objective
         from distill.train.optim import DECOUPLED, GradientWeightDecay, build_optimizer
 
-        opt_cfg = self.recipe.optimizer
-        objective = build_objective(**stage.objective_spec()).build(
-            num_classes=self.source.num_classes, embedding_dim=self.recipe.model.embedding_size,
-            teacher_dim=self.targets.dim if self.targets is not None else None)
-        variables = self._stage_variables(stage, objective)
-        optimizer = build_optimizer(opt_cfg, stage.lr)
-        optimizer.build(variables)
+        import keras
+
+        from distill.train.step import make_train_step
+
+        opt_cfg, mixed = self.recipe.optimizer, self.recipe.train.mixed_precision
+        with self.strategy.scope():
+            objective = build_objective(**stage.objective_spec()).build(
+                num_classes=self.source.num_classes, embedding_dim=self.recipe.model.embedding_size,
+                teacher_dim=self.targets.dim if self.targets is not None else None)
+            variables = self._stage_variables(stage, objective)
+            optimizer = build_optimizer(opt_cfg, stage.lr)
+            if mixed:
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            optimizer.build(variables)
         if previous_optimizer is not None:
             copy_state(previous_optimizer.variables, optimizer.variables)
         optimizer.learning_rate.assign(stage.lr)
         wd = 0.0 if opt_cfg.name in DECOUPLED else opt_cfg.weight_decay
         decay = GradientWeightDecay(wd, variables, self.classifier.trainable_variables,
                                     opt_cfg.classifier_wd_mult)
-        step = self._make_step(objective, optimizer, variables, decay)
+        step = make_train_step(self.strategy, self.model, self.classifier, objective, optimizer,
+                               variables, decay, mixed)
         return objective, optimizer, step
-
-    def _make_step(self, objective, optimizer, variables, decay):
-        import tensorflow as tf
-
-        model, classifier = self.model, self.classifier
-
-        @tf.function(reduce_retracing=True)
-        def step(batch):
-            with tf.GradientTape() as tape:
-                embeddings = tf.cast(model(batch["image"], training=True), tf.float32)
-                cosine = classifier(embeddings)
-                terms = objective(batch["label"], cosine, embeddings,
-                                  teacher_embeddings=batch.get("teacher"),
-                                  norms=tf.norm(embeddings, axis=1))
-            gradients = tape.gradient(terms["total"], variables)
-            optimizer.apply_gradients(zip(decay(gradients, variables), variables))
-            return terms
-
-        return step
 
     # ------------------------------------------------------------------ run
     def run(self, resume: bool, stop_after_epochs: int | None = None) -> TrainResult:
@@ -243,6 +244,8 @@ class Trainer:
                                    self.targets if stage.distill.get("weight") else None,
                                    recipe.data.num_parallel_reads,
                                    recipe.train.images_per_identity if stage.triplet.get("weight") else 0)
+        if self.strategy.num_replicas_in_sync > 1:
+            dataset = self.strategy.experimental_distribute_dataset(dataset)
         steps = len(self.sample_ids) // recipe.train.batch_size
         sums: dict[str, float] = {}
         started = time.time()
