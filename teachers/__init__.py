@@ -22,8 +22,35 @@ def _is_keras(spec: str) -> bool:
     return path.suffix.lower() in (".keras", ".h5", ".hdf5") or path.is_dir()
 
 
+def _onnx_loader(spec, preprocess):
+    from teachers.onnx_teacher import OnnxTeacher
+
+    return OnnxTeacher(spec, preprocess)
+
+
+def _tflite_loader(spec, preprocess):
+    from teachers.tflite_teacher import TFLiteTeacher
+
+    return TFLiteTeacher(spec, preprocess)
+
+
+def _plugin_loader(spec, preprocess):
+    from teachers.plugin_teacher import PluginTeacher
+
+    return PluginTeacher(spec, preprocess)
+
+
+def _is_plugin(spec: str) -> bool:
+    from teachers.plugin_teacher import is_plugin_spec
+
+    return is_plugin_spec(spec)
+
+
 #: name → (predicate on the spec string, loader(spec, preprocess) → Teacher).
 TEACHER_LOADERS: dict[str, tuple[Callable[[str], bool], Callable]] = {
+    "onnx": (lambda spec: Path(spec).suffix.lower() == ".onnx", _onnx_loader),
+    "tflite": (lambda spec: Path(spec).suffix.lower() == ".tflite", _tflite_loader),
+    "plugin": (_is_plugin, _plugin_loader),
     "keras": (_is_keras, _keras_loader),
 }
 

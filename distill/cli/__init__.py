@@ -14,6 +14,10 @@ COMMAND_MODULES = (
     "train",
     "evaluate",
     "demo",
+    "convert",
+    "losses",
+    "report",
+    "deploy",
 )
 
 app = typer.Typer(

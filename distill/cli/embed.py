@@ -18,6 +18,10 @@ def embed_command(
     shard_size: Optional[int] = typer.Option(None, help="Rows per HDF5 shard [default: 10000]."),
     dtype: Optional[str] = typer.Option(None, help="Stored embedding dtype: float16 or float32 [default: float16]."),
     flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Also store embedding_flip (teacher on the mirrored image) [default: no]."),
+    mean: Optional[float] = typer.Option(None, help="Teacher input: subtract this from pixels [default: 127.5]."),
+    std: Optional[float] = typer.Option(None, help="Teacher input: then divide by this [default: 128; InsightFace ONNX models use 127.5]."),
+    bgr: Optional[bool] = typer.Option(None, "--bgr/--rgb", help="Teacher input channel order [default: RGB]."),
+    nchw: Optional[bool] = typer.Option(None, "--nchw/--nhwc", help="Teacher input layout [default: NHWC; ONNX/TFLite read it from the graph]."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over if the store was made with other settings."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Record unreadable images in the manifest and go on, instead of stopping."),
     num_workers: int = typer.Option(1, help="Total number of workers sharing this store (shards are split among them)."),
@@ -38,6 +42,13 @@ def embed_command(
         if missing:
             raise StoreError(f"missing {', '.join(missing)} (give them, or a --recipe that sets them)")
         out = Path(settings["out"])
+        if any(v is not None for v in (mean, std, bgr, nchw)):
+            from teachers.base import Preprocess
+
+            defaults = Preprocess()
+            settings["preprocess"] = Preprocess(
+                mean=defaults.mean if mean is None else mean, std=defaults.std if std is None else std,
+                channel_order="BGR" if bgr else "RGB", layout="NCHW" if nchw else "NHWC")
         manifest = embed(**settings, overwrite=overwrite, skip_bad=skip_bad,
                          num_workers=num_workers, worker_index=worker_index, progress=progress)
         typer.echo(f"{out}: {sum(s['count'] for s in manifest.shards.values())} embeddings "

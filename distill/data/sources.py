@@ -189,3 +189,4 @@ def open_source(path):
         if predicate(path):
             return opener(path)
     raise DataError(f"{path}: not a known dataset format")
+from distill.data import recordio  # noqa: E402,F401  (registers the "recordio" source)

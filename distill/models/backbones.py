@@ -81,3 +81,4 @@ def build_backbone(name: str, input_shape=(112, 112, 3), activation: str = "relu
 
 
 from distill.models import mobilefacenet  # noqa: E402,F401  (registers mobilefacenet, mobilefacenet_se)
+from distill.models import iresnet_backbones  # noqa: E402,F401  (registers iresnet18 … iresnet200)

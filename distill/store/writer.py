@@ -155,29 +155,45 @@ def _image_stream(source, ids: np.ndarray, batch_size: int):
 
 
 def _run(source, teacher, ids, manifest, writer, batch_size, flip, skip_bad, progress):
+    """Keep one batch in flight: batch k+1 is handed to the teacher (asynchronous on a GPU)
+    before batch k's embeddings are copied back, normalised and routed to shard buffers."""
     import tensorflow as tf
     from tqdm import tqdm
 
-    def embed_batch(images):
+    def launch(images):
         batch = images if teacher.graph_compatible else images.numpy()
-        result = teacher.embed(batch)
+        plain = teacher.embed(batch)
+        mirrored = teacher.embed(tf.reverse(batch, axis=[2]) if teacher.graph_compatible
+                                 else batch[:, :, ::-1]) if flip else None
+        return plain, mirrored
+
+    def as_numpy(result):
         return _l2_normalize(result.numpy() if hasattr(result, "numpy") else result)
 
     buffers: dict[int, _ShardBuffer] = {}
     bar = tqdm(total=len(ids), desc="embed", unit="img", disable=not progress, leave=False)
-    for sample_ids, images in _image_stream(source, ids, batch_size):
-        sample_ids = sample_ids.numpy()
-        embeddings = embed_batch(images)
-        flipped = embed_batch(tf.reverse(images, axis=[2])) if flip else None
-        for k in np.unique(sample_ids // manifest.shard_size):
-            rows = (sample_ids // manifest.shard_size) == k
+
+    def finish(sample_ids, results):
+        embeddings = as_numpy(results[0])
+        flipped = as_numpy(results[1]) if flip else None
+        shards = sample_ids // manifest.shard_size
+        for k in np.unique(shards):
+            rows = shards == k
             if k not in buffers:
                 buffers[k] = _ShardBuffer(int(k), manifest, flip)
             buffers[k].add(sample_ids[rows], embeddings[rows], None if flipped is None else flipped[rows])
-        last_shard = int(sample_ids[-1] // manifest.shard_size)
-        for k in [k for k in buffers if k < last_shard]:
+        for k in [k for k in buffers if k < int(shards[-1])]:
             writer.put(buffers.pop(k).finish(source, skip_bad))
         bar.update(len(sample_ids))
+
+    pending = None
+    for sample_ids, images in _image_stream(source, ids, batch_size):
+        launched = (sample_ids.numpy(), launch(images))
+        if pending is not None:
+            finish(*pending)
+        pending = launched
+    if pending is not None:
+        finish(*pending)
     for k in sorted(buffers):
         writer.put(buffers.pop(k).finish(source, skip_bad))
     bar.close()
