@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.data.sources import DataError, register_source
+from distill.data.sources import DataError, ListedSource, register_source
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ def _cache_file(reader: RecordIOReader) -> Path:
     return base / "recordio" / f"{hashlib.sha256(repr(stats).encode()).hexdigest()[:32]}.npz"
 
 
-class RecordIOSource:
+class RecordIOSource(ListedSource):
     """An InsightFace RecordIO set as a dataset source (see :mod:`distill.data.sources`)."""
 
     kind = "recordio"
@@ -311,22 +311,6 @@ class RecordIOSource:
         name = self.rec_path.name
         for key, label in zip(self.keys.tolist(), self.labels.tolist()):
             yield f"{name}:{key}\t{label}\n"
-
-    def fingerprint(self) -> str:
-        digest = hashlib.sha256()
-        for line in self.listing_lines():
-            digest.update(line.encode("utf-8"))
-        return digest.hexdigest()
-
-    def write_listing(self, path) -> None:
-        """Write ``train.rec:key<TAB>label`` lines (streamed to a temporary file, then renamed)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.writelines(self.listing_lines())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
 
 
 def find_rec(path) -> Path | None:

@@ -30,7 +30,30 @@ class DataError(ValueError):
     """Bad dataset input: the message names the file or folder and what is wrong."""
 
 
-class FileSource:
+class ListedSource:
+    """What every source derives from its ``listing_lines()``: fingerprint and listing file."""
+
+    def listing_lines(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for line in self.listing_lines():
+            digest.update(line.encode("utf-8"))
+        return digest.hexdigest()
+
+    def write_listing(self, path) -> None:
+        """Write the listing (streamed to a temporary file in the same folder, then renamed)."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.writelines(self.listing_lines())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+
+
+class FileSource(ListedSource):
     """Samples stored as image files: ``paths`` (absolute) with integer ``labels``."""
 
     kind = "files"
@@ -72,20 +95,9 @@ class FileSource:
         )
 
     def listing_lines(self):
+        """``relative path<TAB>label`` per sample, in sample_id order."""
         for path, label in zip(self.paths, self.labels):
             yield f"{os.path.relpath(path, self.root)}\t{int(label)}\n"
-
-    def fingerprint(self) -> str:
-        digest = hashlib.sha256()
-        for line in self.listing_lines():
-            digest.update(line.encode("utf-8"))
-        return digest.hexdigest()
-
-    def write_listing(self, path) -> None:
-        """Write ``relative path<TAB>label`` lines atomically."""
-        from distill.utils import atomic_write_text
-
-        atomic_write_text(path, "".join(self.listing_lines()))
 
     def subset(self, class_names: list[str]) -> "FileSource":
         """A new source holding only the given classes, relabelled 0..len-1 in that order."""

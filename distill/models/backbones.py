@@ -6,17 +6,14 @@ can have its ReLUs swapped for PReLUs (``activation="prelu"``) as InsightFace mo
 """
 from __future__ import annotations
 
+from distill.registry import registrar
+
 from typing import Callable
 
 BACKBONES: dict[str, Callable] = {}
 
 
-def register_backbone(name: str):
-    def decorate(builder):
-        BACKBONES[name] = builder
-        return builder
-
-    return decorate
+register_backbone = registrar(BACKBONES)
 
 
 @register_backbone("mobilenet")

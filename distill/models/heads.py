@@ -8,17 +8,14 @@
 """
 from __future__ import annotations
 
+from distill.registry import registrar
+
 from typing import Callable
 
 OUTPUT_LAYERS: dict[str, Callable] = {}
 
 
-def register_output_layer(name: str):
-    def decorate(builder):
-        OUTPUT_LAYERS[name] = builder
-        return builder
-
-    return decorate
+register_output_layer = registrar(OUTPUT_LAYERS)
 
 
 def _bn(name, momentum, epsilon):

@@ -28,14 +28,24 @@ def build_embedding_model(backbone: str = "mobilenet", embedding_size: int = 128
     return keras.Model(inputs, embedding, name=name)
 
 
+def batch_norm_layers(model) -> list:
+    import keras
+
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, keras.layers.BatchNormalization)]
+
+
 def set_bn_momentum(model, momentum: float) -> None:
     """Use one BN momentum everywhere (keras.applications default to 0.99; InsightFace uses 0.9,
     which also lets the moving statistics settle within a short run)."""
-    import keras
+    for layer in batch_norm_layers(model):
+        layer.momentum = momentum
 
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = momentum
+
+def set_bn_synchronized(model, synchronized: bool = True) -> None:
+    """Cross-replica BN statistics under tf.distribute (then N replicas train like one device)."""
+    for layer in batch_norm_layers(model):
+        layer.synchronized = synchronized
 
 
 def count_params(model) -> int:

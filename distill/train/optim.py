@@ -9,6 +9,8 @@ biases, BN beta or statistics; ``classifier_wd_mult`` is MXNet's ``fc7_wd_mult``
 """
 from __future__ import annotations
 
+from distill.registry import registrar
+
 from typing import Callable
 
 DECAYED_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel", "gamma", "alpha", "embeddings")
@@ -18,12 +20,7 @@ OPTIMIZERS: dict[str, Callable] = {}
 DECOUPLED = {"adamw"}
 
 
-def register_optimizer(name: str):
-    def decorate(fn):
-        OPTIMIZERS[name] = fn
-        return fn
-
-    return decorate
+register_optimizer = registrar(OPTIMIZERS)
 
 
 @register_optimizer("sgd")

@@ -7,6 +7,8 @@ TF's stateless RNG, so an interrupted and resumed run sees exactly the same batc
 """
 from __future__ import annotations
 
+from distill.registry import registrar
+
 from typing import Callable
 
 import numpy as np
@@ -18,12 +20,7 @@ from distill.data.preprocess import normalize
 AUGMENTATIONS: dict[str, Callable] = {}
 
 
-def register_augmentation(name: str):
-    def decorate(fn):
-        AUGMENTATIONS[name] = fn
-        return fn
-
-    return decorate
+register_augmentation = registrar(AUGMENTATIONS)
 
 
 def _random_flip(image, seed):

@@ -85,6 +85,7 @@ class TrainConfig:
     eval_every_steps: int = 0       # also evaluate every N steps (0: only after epochs)
     distribute: str = "auto"        # auto (mirrored over all GPUs when >1), none, mirrored
     devices: list = field(default_factory=list)  # replicas for mirrored ([]: every GPU)
+    sync_bn: bool = True            # BN statistics over the global batch when replicated
     mixed_precision: bool = False   # student in float16 compute; classifier and losses float32
     images_per_identity: int = 4    # K of balanced N×K batches, used when a triplet term is on
 

@@ -12,6 +12,8 @@ A stage's ``lr`` is the base rate; the recipe's ``schedule`` shapes it within th
 """
 from __future__ import annotations
 
+from distill.registry import registrar
+
 import math
 from typing import Callable
 
@@ -19,12 +21,7 @@ from typing import Callable
 SCHEDULES: dict[str, Callable] = {}
 
 
-def register_schedule(name: str):
-    def decorate(fn):
-        SCHEDULES[name] = fn
-        return fn
-
-    return decorate
+register_schedule = registrar(SCHEDULES)
 
 
 @register_schedule("constant")

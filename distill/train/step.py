@@ -7,16 +7,13 @@ loss as ``wd/2·Σ mult·‖w‖²`` instead (same gradient), so that loss scali
 """
 from __future__ import annotations
 
+from distill.registry import registrar
+
 #: name → f(devices) → tf.distribute.Strategy (``devices``: [] = every GPU)
 STRATEGIES = {}
 
 
-def register_strategy(name):
-    def decorate(fn):
-        STRATEGIES[name] = fn
-        return fn
-
-    return decorate
+register_strategy = registrar(STRATEGIES)
 
 
 @register_strategy("none")

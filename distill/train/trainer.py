@@ -105,6 +105,10 @@ class Trainer:
             self.classifier = CosineClassifier(self.source.num_classes, sub_centers=cfg.sub_centers,
                                                name="classifier")
             self.classifier.build((None, cfg.embedding_size))
+        if self.strategy.num_replicas_in_sync > 1 and recipe.train.sync_bn:
+            from distill.models.registry import set_bn_synchronized
+
+            set_bn_synchronized(self.model)
         keras.mixed_precision.set_global_policy("float32")  # only the student is mixed
         self.eval_sets = self._load_eval_sets()
 
