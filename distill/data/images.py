@@ -57,3 +57,23 @@ def read_image(path, size=INPUT_SIZE) -> np.ndarray:
 def _first_line(exc: Exception) -> str:
     message = getattr(exc, "message", None) or str(exc)
     return message.strip().splitlines()[0] if message.strip() else type(exc).__name__
+
+
+def input_parallelism(requested: int = -1, training: bool = True):
+    """Decode threads for tf.data: ``requested`` if positive; else AUTOTUNE for inference
+    (``training=False``: embed) or when a GPU does the model's work, and a quarter of the cores
+    when training on a CPU-only machine, where backprop needs the cores (bench/bench_train.py
+    on 2 cores: AUTOTUNE 0.79 vs 1 thread 0.90; bench/bench_embed.py prefers AUTOTUNE).
+    The environment variable ``DISTILL_DECODE_THREADS`` (a number or ``autotune``) overrides."""
+    import os
+
+    import tensorflow as tf
+
+    if requested and requested > 0:
+        return int(requested)
+    override = os.environ.get("DISTILL_DECODE_THREADS", "")
+    if override:
+        return tf.data.AUTOTUNE if override.lower() == "autotune" else max(1, int(override))
+    if not training or tf.config.list_logical_devices("GPU"):
+        return tf.data.AUTOTUNE
+    return max(1, (os.cpu_count() or 1) // 4)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.data.images import decode_and_resize, decode_image_bytes
+from distill.data.images import decode_and_resize, decode_image_bytes, input_parallelism
 from distill.data.sources import DataError, open_source
 from distill.store.manifest import (DTYPES, LISTING_NAME, LOCK_NAME, MANIFEST_NAME, Manifest,
                                     StoreError, shard_name)
@@ -149,7 +149,7 @@ def _image_stream(source, ids: np.ndarray, batch_size: int):
 
     dataset = source.encoded_dataset(ids)
     dataset = dataset.map(lambda sample_id, data: (sample_id, decode_and_resize(data)),
-                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                          num_parallel_calls=input_parallelism(training=False), deterministic=True)
     dataset = dataset.ignore_errors()
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from distill.data.images import decode_and_resize
+from distill.data.images import decode_and_resize, input_parallelism
 from distill.data.preprocess import normalize
 
 #: name → function(image uint8 [H,W,3], seed [2] int) → (image uint8, flipped bool)
@@ -96,7 +96,7 @@ class TeacherTargets:
         plain = tf.gather(self._plain, sample_id)
         if self._flip is None:
             return plain
-        return tf.where(flipped, tf.gather(self._flip, sample_id), plain)
+        return tf.where(flipped[..., None], tf.gather(self._flip, sample_id), plain)
 
     def build(self):
         """Create the tensors (call once, outside any tf.function)."""
@@ -158,16 +158,19 @@ def training_dataset(source, sample_ids: np.ndarray, batch_size: int, seed: int,
     if augment not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {augment!r}; available: {', '.join(AUGMENTATIONS)}")
     augment_fn = AUGMENTATIONS[augment]
-    parallel = tf.data.AUTOTUNE if num_parallel_calls in (-1, None) else num_parallel_calls
+    parallel = input_parallelism(num_parallel_calls or -1)
     sample_ids = np.asarray(sample_ids, dtype=np.int64)
     order = (balanced_order(sample_ids, source.labels, batch_size, per_identity, seed, epoch)
              if per_identity else epoch_order(sample_ids, seed, epoch))
     labels = tf.constant(source.labels, dtype=tf.int64)
 
-    def load(sample_id, data):
+    def load(sample_id, data):  # per image: decode and augment (uint8)
         image = decode_and_resize(data)
         rng_seed = tf.stack([tf.cast(seed * 100003 + epoch, tf.int64), sample_id])
         image, flipped = augment_fn(image, rng_seed)
+        return sample_id, image, flipped
+
+    def finish(sample_id, image, flipped):  # per batch, vectorised: normalise, labels, targets
         item = {"image": normalize(image), "label": tf.gather(labels, sample_id),
                 "sample_id": sample_id, "flipped": flipped}
         if targets is not None:
@@ -176,4 +179,8 @@ def training_dataset(source, sample_ids: np.ndarray, batch_size: int, seed: int,
 
     dataset = source.encoded_dataset(order)
     dataset = dataset.map(load, num_parallel_calls=parallel, deterministic=True)
-    return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size, drop_remainder=True)
+    dataset = dataset.map(finish, num_parallel_calls=parallel, deterministic=True)
+    options = tf.data.Options()
+    options.threading.max_intra_op_parallelism = 1   # input ops stay single-threaded; the model gets the cores
+    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)

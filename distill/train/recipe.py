@@ -24,7 +24,7 @@ class DataConfig:
     store: str | None = None        # teacher embedding store (None: no distillation)
     eval: list = field(default_factory=list)   # verification .bin files
     augment: str = "flip"           # registry name in distill.train.pipeline.AUGMENTATIONS
-    num_parallel_reads: int = -1    # -1: tf.data AUTOTUNE
+    num_parallel_reads: int = -1    # decode threads; -1: AUTOTUNE with a GPU, cores/4 on CPU
 
 
 @dataclass
