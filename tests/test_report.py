@@ -171,7 +171,6 @@ def test_curve_data_matches_history_with_named_stage_boundaries(tmp_path):
 
 
 def test_plot_writes_png_and_cli(tmp_path, cli):
-    pytest.importorskip("matplotlib")
     a = make_run(tmp_path / "a", STAGED, {"lfw": [0.5, 0.6, 0.7, 0.8, 0.85, 0.9]})
     out = plot_runs([a], ["lfw", "loss"], tmp_path / "plots" / "curves.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
