@@ -135,3 +135,16 @@ def test_ijb_errors_name_file_and_line(tiny_ijb, tmp_path):
         ijb.pair_scores(np.array([1, 2]), np.eye(2), np.array([1, 1]), np.array([2, 99]))
     with pytest.raises(ValueError, match="face_tid_mid.txt, found 0"):
         ijb.find_meta(tmp_path)
+
+
+def test_eval_ijb_cli_runs_a_keras_model(tiny_ijb, tiny_teacher, cli, tmp_path):
+    root, _, pairs = tiny_ijb
+    out = tmp_path / "ijb.json"
+    code, stdout, stderr = cli("eval-ijb", "--model", tiny_teacher, "--root", root,
+                               "--batch-size", "16", "--json", out)
+    assert code == 0, stderr
+    import json
+
+    row = json.loads(out.read_text())[0]
+    assert row["pairs"] == len(pairs) and "tar_at_far_1e-1" in row
+    assert 0.0 <= float(row["tar_at_far_1e-1"]) <= 1.0

@@ -45,13 +45,15 @@ def test_train_cli_writes_run_and_lowers_loss(orl_setup, tmp_path, cli):
     path.write_text(yaml.safe_dump(recipe(orl_setup, stages=[{"epochs": 4, "lr": 0.05}])))
     run = tmp_path / "run"
     code, out, err = cli("train", "--recipe", path, "--run-dir", run, "--no-progress",
-                         "--set", "distill.weight=16")
+                         "--set", "distill.weight=16", "--set", "train.eval_every_steps=1")
     assert code == 0, err
     history = json.loads((run / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
     assert history[-1]["loss"]["total"] < history[0]["loss"]["total"]
     assert history[-1]["loss"]["distill"] < history[0]["loss"]["distill"]
     assert set(history[0]["eval"]["heldout"]) == {"accuracy", "accuracy_std", "threshold"}
+    assert [e["step"] for e in history[1]["step_evals"]] == [4, 5]     # 3 steps/epoch
+    assert "heldout" in history[1]["step_evals"][0]["eval"]
     saved = yaml.safe_load((run / "recipe.yaml").read_text())
     assert saved["distill"]["weight"] == 16.0                      # the resolved recipe
     assert (run / "best.keras").exists() and (run / "model.keras").exists()

@@ -140,7 +140,38 @@ def make_bin_command(
     typer.echo(f"wrote {path}: {issame.size} pairs ({int(issame.sum())} same, {int((~issame).sum())} different)")
 
 
+def eval_ijb_command(
+    model: List[Path] = typer.Option(..., "--model", "-m", help="Embedding model (.keras, .h5 or SavedModel dir); repeat for several."),
+    root: Path = typer.Option(..., "--root", help="IJB-B/IJB-C folder: loose_crop images + meta files (*_face_tid_mid.txt, *_name_5pts_score.txt, *_template_pair_label.txt)."),
+    prefix: Optional[str] = typer.Option(None, "--prefix", help="Meta file prefix, e.g. ijbc or ijbb (default: found in --root)."),
+    flip: bool = typer.Option(True, "--flip/--no-flip", help="Add the embedding of the mirrored face."),
+    batch_size: int = typer.Option(128, "--batch-size", min=1, help="Images per model call."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
+) -> None:
+    """IJB-B/C 1:1 verification: align with 5 landmarks, template features, TAR@FAR 1e-6…1e-1."""
+    from distill.evals.ijb import evaluate_ijb
+    from distill.evals.verification import keras_embed_fn, load_embedding_model
+
+    rows = []
+    try:
+        for path in model:
+            result = evaluate_ijb(keras_embed_fn(load_embedding_model(path), batch_size), root,
+                                  prefix=prefix, batch_size=batch_size, flip=flip)
+            rows.append({"model": str(path), **{k: (f"{v:.4f}" if isinstance(v, float) else v)
+                                                 for k, v in result.items()}})
+    except ValueError as exc:
+        _fail(exc)
+    from distill.report.table import format_table as plain_table
+
+    typer.echo(plain_table(rows))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(rows, indent=2))
+        typer.echo(f"wrote {json_out}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``eval`` and ``make-bin`` to the ``distill`` app."""
+    """Add ``eval``, ``eval-ijb`` and ``make-bin`` to the ``distill`` app."""
     app.command("eval")(eval_command)
+    app.command("eval-ijb")(eval_ijb_command)
     app.command("make-bin")(make_bin_command)
