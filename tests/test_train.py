@@ -80,6 +80,9 @@ def test_stop_and_resume_equals_uninterrupted(orl_setup, tmp_path):
     for wa, wb in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_allclose(wa, wb, rtol=1e-4, atol=1e-5)
     assert resumed.history[-1]["loss"]["total"] == pytest.approx(full.history[-1]["loss"]["total"], rel=1e-4)
+    before = (tmp_path / "part" / "model.keras").read_bytes()
+    again = train(None, tmp_path / "part", resume=True, progress=False)   # complete: nothing to do
+    assert len(again.history) == 3 and (tmp_path / "part" / "model.keras").read_bytes() == before
 
 
 def test_three_stage_softmax_arcface_triplet(orl_setup, tmp_path):

@@ -185,6 +185,10 @@ class Trainer:
         optimizer = objective = step = None
         current = None
         end_epoch = total if stop_after_epochs is None else min(total, start_epoch + stop_after_epochs)
+        final, best_path = self.run_dir / "model.keras", self.run_dir / "best.keras"
+        if start_epoch >= end_epoch and final.exists():
+            log.info("%s: all %d epochs already done", self.run_dir, total)
+            return TrainResult(self.run_dir, history, best_path if best_path.exists() else None, final, best)
         for epoch in range(start_epoch, end_epoch):
             stage = stage_of_epoch(self.stages, epoch)
             if stage is not current:
@@ -204,9 +208,7 @@ class Trainer:
             atomic_write_json(self.run_dir / "history.json", history)
             self._tensorboard(record)
             log.info("epoch %d/%d %s", epoch + 1, total, _summary(record))
-        final = self.run_dir / "model.keras"
         self.model.save(final)
-        best_path = self.run_dir / "best.keras"
         return TrainResult(self.run_dir, history, best_path if best_path.exists() else None, final, best)
 
     def _tensorboard(self, record: dict) -> None:
