@@ -204,3 +204,36 @@ def test_embed_cli_on_recordio_and_rec2folder(tmp_path, rec_dir, cli):
     (images / "2" / "12.jpg").unlink()                     # interrupted run → only that one redone
     code, out, _ = cli("convert", "rec2folder", folder, images, "--no-progress")
     assert "1 images written, 19 already present" in out
+
+
+def test_train_with_distillation_from_recordio(tmp_path, rec_dir):
+    """The training pipeline reads RecordIO too: images and stored embeddings joined by id."""
+    import numpy as np
+
+    from distill.data.sources import open_source
+    from distill.store import Store
+    from distill.store.writer import embed
+    from distill.train.pipeline import TeacherTargets, training_dataset
+    from distill.train.trainer import train
+    from distill.models import build_embedding_model
+
+    folder, expected = rec_dir
+    teacher = build_embedding_model("mobilenet", embedding_size=16, alpha=0.25)
+    teacher.save(tmp_path / "teacher.keras")
+    embed(tmp_path / "teacher.keras", folder, tmp_path / "store", shard_size=8, progress=False)
+    source = open_source(folder)
+    targets = TeacherTargets(Store(tmp_path / "store"), source).build()
+    table, _ = Store(tmp_path / "store").load_table()
+    seen = []
+    for batch in training_dataset(source, np.arange(len(source)), 5, 0, 0, "none", targets):
+        ids = batch["sample_id"].numpy()
+        seen.extend(ids.tolist())
+        np.testing.assert_array_equal(batch["label"].numpy(), source.labels[ids])
+        np.testing.assert_array_equal(batch["teacher"].numpy(), table[ids])
+    assert sorted(seen) == list(range(len(expected)))
+    recipe = {"data": {"train": str(folder), "store": str(tmp_path / "store")},
+              "model": {"alpha": 0.25, "embedding_size": 16},
+              "distill": {"name": "l2", "weight": 4.0}, "train": {"batch_size": 5},
+              "stages": [{"epochs": 1, "lr": 0.01}]}
+    result = train(recipe, tmp_path / "run", progress=False)
+    assert np.isfinite(result.history[0]["loss"]["distill"])
