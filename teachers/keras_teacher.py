@@ -52,7 +52,9 @@ class KerasTeacher(Teacher):
         if len(probe.shape) != 2:
             raise TeacherError(f"{path}: teacher output must be [batch, dim], got shape {tuple(probe.shape)}")
         super().__init__(str(path), sha256_path(path), preprocess, int(probe.shape[-1]))
-        self._embed = tf.function(self._embed_graph, reduce_retracing=True)
+        # one trace for every batch size (a new trace of a big teacher costs seconds)
+        self._embed = tf.function(self._embed_graph,
+                                  input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
 
     def _forward(self, x):
         out = self.model(x, training=False)
@@ -79,5 +81,8 @@ class KerasTeacher(Teacher):
         parts = tf.split(images, sizes, axis=0)
         values = self.strategy.experimental_distribute_values_from_function(
             lambda context: parts[context.replica_id_in_sync_group])
-        outputs = self.strategy.run(self._embed, args=(values,))
+        if not hasattr(self, "_replicated"):
+            self._replicated = tf.function(
+                lambda per_replica: self.strategy.run(self._embed_graph, args=(per_replica,)))
+        outputs = self._replicated(values)
         return tf.concat(self.strategy.experimental_local_results(outputs), axis=0)
