@@ -143,3 +143,20 @@ def test_plugin_teacher_wraps_any_callable(tmp_path, keras_teacher, faces, monke
         load_teacher("my_plugin:nope")
     with pytest.raises(TeacherError, match=r"missing\.onnx: teacher model file does not exist"):
         load_teacher(tmp_path / "missing.onnx")
+
+
+def test_savedmodel_teacher_matches_keras_model(tmp_path):
+    """A SavedModel folder (Keras `model.export`) teaches like the Keras model it came from."""
+    import numpy as np
+
+    from distill.data.preprocess import normalize
+    from distill.models import build_embedding_model
+    from teachers import load_teacher
+
+    model = build_embedding_model("mobilenet", embedding_size=16, alpha=0.25)
+    model.export(str(tmp_path / "saved"))
+    teacher = load_teacher(tmp_path / "saved")
+    images = np.random.default_rng(0).integers(0, 256, (5, 112, 112, 3), dtype=np.uint8)
+    np.testing.assert_allclose(teacher.embed(images).numpy(),
+                               model.predict(normalize(images), verbose=0), atol=1e-5)
+    assert teacher.kind == "keras" and teacher.embedding_dim == 16 and len(teacher.sha256) == 64
