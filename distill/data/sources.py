@@ -99,16 +99,6 @@ class FileSource(ListedSource):
         for path, label in zip(self.paths, self.labels):
             yield f"{os.path.relpath(path, self.root)}\t{int(label)}\n"
 
-    def subset(self, class_names: list[str]) -> "FileSource":
-        """A new source holding only the given classes, relabelled 0..len-1 in that order."""
-        wanted = {name: index for index, name in enumerate(class_names)}
-        missing = [name for name in class_names if name not in self.class_names]
-        if missing:
-            raise DataError(f"{self.root}: no class folder(s) {', '.join(missing)}")
-        keep = [i for i, label in enumerate(self.labels) if self.class_names[label] in wanted]
-        labels = [wanted[self.class_names[self.labels[i]]] for i in keep]
-        return FileSource(self.root, [self.paths[i] for i in keep], np.array(labels), class_names)
-
 
 def _natural_key(name: str):
     """Sort key so that ``s2`` < ``s10`` (digits compared as numbers)."""

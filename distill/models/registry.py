@@ -46,9 +46,3 @@ def set_bn_synchronized(model, synchronized: bool = True) -> None:
     """Cross-replica BN statistics under tf.distribute (then N replicas train like one device)."""
     for layer in batch_norm_layers(model):
         layer.synchronized = synchronized
-
-
-def count_params(model) -> int:
-    """All parameters of a model (trainable and BN statistics), as Keras counts them."""
-    return int(model.count_params())
-

@@ -67,7 +67,7 @@ def _listing_labels(path: Path, manifest: Manifest, problems: list) -> np.ndarra
 
 def _check_shard(name, data, manifest, first, end, labels, seen) -> list[str]:
     problems = []
-    ids, embedding = data["sample_id"], data["embedding"]
+    ids = data["sample_id"]
     count = len(ids)
     recorded = manifest.shards[name]["count"]
     if count != recorded:

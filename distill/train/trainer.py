@@ -7,7 +7,6 @@ Saved embedding models carry no classifier head.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -314,7 +313,3 @@ def _summary(record: dict) -> str:
     loss = " ".join(f"{k}={v:.4f}" for k, v in record["loss"].items())
     evals = " ".join(f"{k}={v['accuracy']:.4f}" for k, v in record["eval"].items())
     return f"lr={record['lr']:g} {loss} {evals}".strip()
-
-
-def read_history(run_dir) -> list:
-    return json.loads((Path(run_dir) / "history.json").read_text())
