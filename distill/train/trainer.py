@@ -287,13 +287,10 @@ class Trainer:
         from distill.evals.verification import evaluate_sets, keras_embed_fn
 
         embed_fn = keras_embed_fn(self.model, batch_size=self.recipe.train.eval_batch_size)
-        results = evaluate_sets(embed_fn, self.eval_sets, batch_size=self.recipe.train.eval_batch_size)
+        results = evaluate_sets(embed_fn, self.eval_sets, batch_size=self.recipe.train.eval_batch_size,
+                                flip=self.recipe.train.eval_flip)
         keep = ("accuracy", "accuracy_std", "threshold")
-        out = {}
-        for name, metrics in results.items():
-            chosen = metrics if self.recipe.train.eval_flip else metrics.get("noflip", metrics)
-            out[name] = {k: float(chosen[k]) for k in keep if k in chosen}
-        return out
+        return {name: {k: float(metrics[k]) for k in keep} for name, metrics in results.items()}
 
     def _keep_best(self, record: dict, best: dict | None) -> dict | None:
         evals = record["eval"]
