@@ -84,26 +84,30 @@ class TeacherTargets:
         if manifest.source.get("fingerprint") != source.fingerprint():
             raise StoreError(f"{store.path}: store was embedded from a different dataset listing "
                              f"than {source.root} (fingerprints differ); re-run `distill embed`")
-        table, present = store.load_table("embedding", np.float32)
-        self.embedding = table
-        self.embedding_flip = store.load_table("embedding_flip", np.float32)[0] if store.has_flip else None
-        self.present = present
+        self.store = store
         self.dim = manifest.embedding_dim
+        self.present = None
 
     def gather(self, sample_id, flipped):
+        """float32 targets of a batch: the flipped image's embedding where ``flipped``."""
         import tensorflow as tf
 
         plain = tf.gather(self._plain, sample_id)
-        if self._flip is None:
-            return plain
-        return tf.where(flipped[..., None], tf.gather(self._flip, sample_id), plain)
+        if self._flip is not None:
+            plain = tf.where(flipped[..., None], tf.gather(self._flip, sample_id), plain)
+        return tf.cast(plain, tf.float32)
 
     def build(self):
-        """Create the tensors (call once, outside any tf.function)."""
+        """Load the tables as tensors in the store's dtype (float16 stays float16, half the
+        memory); call once, outside any tf.function."""
         import tensorflow as tf
 
-        self._plain = tf.constant(self.embedding)
-        self._flip = None if self.embedding_flip is None else tf.constant(self.embedding_flip)
+        dtype = np.dtype(self.store.manifest.dtype)
+        table, self.present = self.store.load_table("embedding", dtype)
+        self._plain = tf.constant(table)
+        del table
+        self._flip = (tf.constant(self.store.load_table("embedding_flip", dtype)[0])
+                      if self.store.has_flip else None)
         return self
 
 
