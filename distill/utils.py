@@ -73,3 +73,19 @@ def set_seed(seed: int) -> None:
     import keras
 
     keras.utils.set_random_seed(seed)
+
+
+def read_yaml_mapping(path, error, what: str) -> dict:
+    """A YAML file that must hold a mapping; ``error(message)`` names the file and problem."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: {what} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise error(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise error(f"{path}: the {what} must be a mapping of keys, got {type(raw).__name__}")
+    return raw

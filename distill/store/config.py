@@ -5,9 +5,8 @@ import difflib
 import inspect
 from pathlib import Path
 
-import yaml
-
 from distill.store.manifest import StoreError
+from distill.utils import read_yaml_mapping
 
 
 def load_embed_config(path) -> dict:
@@ -15,14 +14,7 @@ def load_embed_config(path) -> dict:
     from distill.store.writer import embed
 
     path = Path(path)
-    if not path.is_file():
-        raise StoreError(f"{path}: embed recipe does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise StoreError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(raw, dict):
-        raise StoreError(f"{path}: an embed recipe must be a mapping of keys")
+    raw = read_yaml_mapping(path, StoreError, "embed recipe")
     params = inspect.signature(embed).parameters
     for key, value in raw.items():
         if key not in params or key == "preprocess":

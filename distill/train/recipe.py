@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from distill.utils import read_yaml_mapping
+
 
 class RecipeError(ValueError):
     """An invalid recipe; the message names the file, the key and what is wrong."""
@@ -143,14 +145,7 @@ def save_recipe(recipe: Recipe, path) -> None:
 
 
 def _load_yaml_tree(path: Path, seen=()) -> dict:
-    if not path.is_file():
-        raise RecipeError(f"{path}: recipe file does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(raw, dict):
-        raise RecipeError(f"{path}: a recipe must be a mapping of keys, got {type(raw).__name__}")
+    raw = read_yaml_mapping(path, RecipeError, "recipe file")
     base = raw.pop("extends", None)
     if base is None:
         return raw
