@@ -82,6 +82,29 @@ class MtcnnDetector:
         return faces
 
 
+@register_detector("center")
+class CenterCrop:
+    """Not a detector: the central square (``crop`` × the shorter side) taken as the face, with
+    the template's landmarks placed in it, so the warp is a plain centre crop and resize. Use it
+    as ``fallback`` for photos where the detector finds nothing, or alone for pre-centred sets
+    such as LFW deep-funneled (``crop=0.512`` takes the central 128 of 250 pixels)."""
+
+    def __init__(self, min_face: int = 20, crop: float = 0.5):
+        if not 0 < crop <= 1:
+            raise AlignError(f"center crop must be a fraction in (0, 1], got {crop}")
+        self.crop = float(crop)
+
+    def __call__(self, image: np.ndarray) -> list[Face]:
+        from distill.align import ARCFACE_TEMPLATE
+
+        height, width = image.shape[:2]
+        side = self.crop * min(height, width)
+        x1, y1 = (width - side) / 2.0, (height - side) / 2.0
+        # template pixel centres (0..111) mapped onto the box's pixel centres
+        landmarks = ARCFACE_TEMPLATE * (side / 112.0) + np.array([x1, y1]) + (side / 112.0 - 1) / 2.0
+        return [Face(box=(x1, y1, x1 + side, y1 + side), score=1.0, landmarks=landmarks)]
+
+
 @functools.lru_cache(maxsize=None)
 def _mtcnn_model(device: str):
     """One MTCNN per device and process (building it loads three networks)."""
@@ -106,10 +129,12 @@ class AlignReport:
     faces_written: int = 0
     already_done: int = 0
     no_face: list = field(default_factory=list)
+    fallback: list = field(default_factory=list)   # photos cropped by the fallback detector
     unreadable: list = field(default_factory=list)
 
     def summary(self, dst) -> str:
-        return (f"{dst}: {self.faces_written} faces from {self.aligned} photos "
+        fallback = f", {len(self.fallback)} of them by the fallback" if self.fallback else ""
+        return (f"{dst}: {self.faces_written} faces from {self.aligned} photos{fallback} "
                 f"({self.already_done} already done, {self.photos} in all); "
                 f"{len(self.no_face)} without a face, {len(self.unreadable)} unreadable "
                 f"(see {Path(dst) / REPORT_NAME})")
@@ -156,9 +181,27 @@ def read_photo(path: Path) -> np.ndarray:
         raise ValueError(str(exc)) from None
 
 
-def choose_faces(faces: list[Face], all_faces: bool, min_face: float) -> list[Face]:
-    """Faces at least ``min_face`` pixels, largest first; only the largest unless ``all_faces``."""
-    kept = sorted((f for f in faces if f.size >= min_face), key=lambda f: f.area, reverse=True)
+def _largest_first(face: Face, shape) -> float:
+    return -face.area
+
+
+def _central_first(face: Face, shape) -> float:
+    """Distance of the box centre from the photo centre (LFW: the named person is central)."""
+    cx, cy = (face.box[0] + face.box[2]) / 2.0, (face.box[1] + face.box[3]) / 2.0
+    return float(np.hypot(cx - shape[1] / 2.0, cy - shape[0] / 2.0))
+
+
+#: ``pick`` name → sort key (smaller first) of the faces found in one photo.
+FACE_ORDER: dict[str, Callable] = {"largest": _largest_first, "center": _central_first}
+
+
+def choose_faces(faces: list[Face], all_faces: bool, min_face: float, pick: str = "largest",
+                 shape=(0, 0)) -> list[Face]:
+    """Faces at least ``min_face`` pixels, in ``pick`` order (``FACE_ORDER``: largest first, or
+    nearest the centre of a photo of ``shape`` first); only the first unless ``all_faces``."""
+    if pick not in FACE_ORDER:
+        raise AlignError(f"unknown face pick {pick!r}; available: {', '.join(FACE_ORDER)}")
+    kept = sorted((f for f in faces if f.size >= min_face), key=lambda f: FACE_ORDER[pick](f, shape))
     return kept if all_faces else kept[:1]
 
 
@@ -202,15 +245,25 @@ def save_report(report: AlignReport, path: Path) -> None:
 
 
 def align_folder(src, dst, *, all_faces: bool = False, min_face: int = 20, detector: str = "mtcnn",
-                 size=(112, 112), retry_failed: bool = False, progress: bool = True) -> AlignReport:
-    """Align every photo under ``src`` into ``dst``; see the module docstring."""
+                 size=(112, 112), retry_failed: bool = False, progress: bool = True,
+                 pick: str = "largest", fallback: str | None = None,
+                 center_crop: float = 0.5) -> AlignReport:
+    """Align every photo under ``src`` into ``dst``; see the module docstring.
+
+    ``pick`` chooses among several faces (``FACE_ORDER``); ``fallback`` names a second detector
+    (``"center"``: a centre crop of ``center_crop`` × the shorter side) used where the first
+    finds no face; such photos are listed in the report's ``fallback``."""
     from tqdm import tqdm
 
     src, dst = Path(src), Path(dst)
     if min_face < 1:
         raise AlignError(f"min_face must be a positive number of pixels, got {min_face}")
+    if pick not in FACE_ORDER:
+        raise AlignError(f"unknown face pick {pick!r}; available: {', '.join(FACE_ORDER)}")
     settings = {"detector": detector, "all_faces": bool(all_faces), "min_face": int(min_face),
                 "size": [int(size[0]), int(size[1])]}
+    if pick != "largest" or fallback or detector == "center":  # older reports stay resumable
+        settings.update(pick=pick, fallback=fallback, center_crop=float(center_crop))
     photos = list_photos(src, exclude=dst.resolve())
     report_path = dst / REPORT_NAME
     previous = _load_previous(report_path, settings)
@@ -219,12 +272,17 @@ def align_folder(src, dst, *, all_faces: bool = False, min_face: int = 20, detec
     if not retry_failed:
         report.no_face = list(previous.get("no_face", []))
         report.unreadable = list(previous.get("unreadable", []))
+        report.fallback = list(previous.get("fallback", []))
         failed_before = set(report.no_face) | {entry["path"] for entry in report.unreadable}
     stems = output_stems(src, photos, dst)
     todo = [p for p in photos if not _done_marker(stems[p], all_faces).exists()
             and p.relative_to(src).as_posix() not in failed_before]
     report.already_done = len(photos) - len(todo)
-    find_faces = make_detector(detector, min_face=min_face) if todo else None
+    def detector_params(name):
+        return {"min_face": min_face, **({"crop": center_crop} if name == "center" else {})}
+
+    find_faces = make_detector(detector, **detector_params(detector)) if todo else None
+    find_fallback = make_detector(fallback, **detector_params(fallback)) if todo and fallback else None
     try:
         for photo in tqdm(todo, desc="align", unit="photo", disable=not progress):
             rel = photo.relative_to(src).as_posix()
@@ -233,7 +291,11 @@ def align_folder(src, dst, *, all_faces: bool = False, min_face: int = 20, detec
             except (OSError, ValueError, SyntaxError) as exc:  # PIL raises these for bad files
                 report.unreadable.append({"path": rel, "error": f"{type(exc).__name__}: {exc}"})
                 continue
-            faces = choose_faces(find_faces(image), all_faces, min_face)
+            faces = choose_faces(find_faces(image), all_faces, min_face, pick, image.shape)
+            if not faces and find_fallback is not None:
+                faces = find_fallback(image)[:1]
+                if faces:
+                    report.fallback.append(rel)
             if not faces:
                 report.no_face.append(rel)
                 continue

@@ -141,3 +141,8 @@ def run_demo(workdir="demo_output", settings: DemoSettings | None = None, progre
     (workdir / "results.md").write_text(text + "\n")
     (workdir / "results.json").write_text(json.dumps({"rows": rows, "seconds": elapsed}, indent=2))
     return rows
+
+
+from distill.utils import make_module_callable  # noqa: E402  (``distill.demo()`` after ``import distill.demo``)
+
+make_module_callable(__name__, "distill.demo:run_demo")

@@ -89,3 +89,19 @@ def read_yaml_mapping(path, error, what: str) -> dict:
     if not isinstance(raw, dict):
         raise error(f"{path}: the {what} must be a mapping of keys, got {type(raw).__name__}")
     return raw
+
+
+def make_module_callable(module_name: str, target: str) -> None:
+    """Let ``import distill.train`` (which makes the attribute ``distill.train`` the module)
+    keep ``distill.train(recipe)`` working: the module itself calls ``target``
+    (``"package.module:function"``, imported on the first call)."""
+    import importlib
+    import sys
+    import types
+
+    class CallableModule(types.ModuleType):
+        def __call__(self, *args, **kwargs):
+            module, _, attribute = target.partition(":")
+            return getattr(importlib.import_module(module), attribute)(*args, **kwargs)
+
+    sys.modules[module_name].__class__ = CallableModule

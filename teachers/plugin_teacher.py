@@ -1,12 +1,17 @@
 """Plugin teachers: any Python callable, named ``package.module:function``.
 
-The function takes a NumPy uint8 RGB NHWC batch ``[B, 112, 112, 3]`` and returns
-embeddings ``[B, D]`` (NumPy, or a PyTorch/TF tensor), so a PyTorch model or any other
-library can teach. It does its own preprocessing; the manifest then records
-``Preprocess(mean=0, std=1)`` (raw pixels). If a :class:`Preprocess` is given, the
-function receives ``preprocess.apply_numpy(batch)`` (float32, that layout) instead.
-Load heavy models once at import time (module level), not in every call.
-The recorded sha256 covers the spec and the module's source file.
+The function returns embeddings ``[B, D]`` (NumPy, or a PyTorch/TF tensor) for a batch, so a
+PyTorch model or any other library can teach. It declares what it takes as the attribute
+``distill_input`` (see ``teachers/dlib_resnet.py``):
+
+- ``"uint8"`` (the default when undeclared): the raw NumPy uint8 RGB NHWC batch
+  ``[B, 112, 112, 3]``; the plugin does its own preprocessing and the manifest records
+  ``Preprocess(mean=0, std=1)``. Preprocessing flags are refused: they cannot apply.
+- ``"normalized"``: ``preprocess.apply_numpy(batch)`` (float32), by default the project's
+  ``(x − 127.5) / 128`` RGB NHWC, or the :class:`Preprocess` given (``--mean --std --bgr --nchw``).
+
+No flag changes silently what a plugin receives. Load heavy models once (module level or a
+cached loader), not in every call. The recorded sha256 covers the spec and the module's source.
 """
 from __future__ import annotations
 
@@ -23,6 +28,8 @@ from teachers.base import Preprocess, Teacher, TeacherError
 
 #: what the manifest records when the plugin gets raw uint8 pixels.
 RAW_PIXELS = Preprocess(mean=0.0, std=1.0)
+#: what a plugin function may declare as its ``distill_input``
+INPUTS = ("uint8", "normalized")
 
 
 def is_plugin_spec(spec: str) -> bool:
@@ -78,9 +85,18 @@ class PluginTeacher(Teacher):
 
     def __init__(self, spec: str, preprocess: Preprocess | None = None):
         module, self.function = resolve(spec)
-        self.raw = preprocess is None
+        declared = getattr(self.function, "distill_input", "uint8")
+        if declared not in INPUTS:
+            raise TeacherError(f"{spec}: distill_input must be one of {', '.join(INPUTS)}, got {declared!r}")
+        if declared == "uint8" and preprocess is not None:
+            how = ("declares distill_input = 'uint8'" if hasattr(self.function, "distill_input")
+                   else "declares no distill_input, so it takes raw pixels")
+            raise TeacherError(f"{spec}: this plugin {how}; preprocessing options (--mean/--std/"
+                               "--bgr/--rgb/--nchw) cannot apply to it. Drop them, or declare "
+                               "distill_input = 'normalized' on the function to receive normalised floats")
+        self.raw = declared == "uint8"
         self.spec = spec
-        preprocess = RAW_PIXELS if self.raw else preprocess
+        preprocess = RAW_PIXELS if self.raw else (preprocess or Preprocess())
         dim = self._call(np.zeros((2,) + INPUT_SIZE + (3,), np.uint8), preprocess).shape[1]
         super().__init__(spec, _sha256(spec, module), preprocess, dim)
 

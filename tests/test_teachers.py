@@ -128,14 +128,20 @@ def test_plugin_teacher_wraps_any_callable(tmp_path, keras_teacher, faces, monke
             return MODEL((batch.astype("float32") - 127.5) / 128.0, training=False)
 
         def embed_normalized(batch):
+            assert batch.dtype == np.float32
             return MODEL(batch, training=False).numpy()
+
+        embed_normalized.distill_input = "normalized"
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
     teacher = load_teacher("my_plugin:embed")
     assert teacher.kind == "plugin" and teacher.preprocess == Preprocess(mean=0.0, std=1.0)
     assert cosine(teacher.embed(faces), reference(keras_teacher, faces)).min() > 0.9999
-    declared = load_teacher("my_plugin:embed_normalized", Preprocess())
+    declared = load_teacher("my_plugin:embed_normalized")
+    assert declared.preprocess == Preprocess()
     assert cosine(declared.embed(faces), reference(keras_teacher, faces)).min() > 0.9999
+    with pytest.raises(TeacherError, match="takes raw pixels; preprocessing options .* cannot apply"):
+        load_teacher("my_plugin:embed", Preprocess())  # e.g. --rgb given to a raw-pixel plugin
 
     with pytest.raises(TeacherError, match="no_such_module_xyz:f: cannot import module"):
         load_teacher("no_such_module_xyz:f")

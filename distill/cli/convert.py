@@ -77,5 +77,25 @@ def rec2folder_command(
     typer.echo(f"{out}: {written} images written, {present} already present")
 
 
+@convert_app.command("folders2list")
+def folders2list_command(
+    out: Path = typer.Argument(..., help="CSV file list to write (path,label; paths relative to its folder)."),
+    labeled: list[str] = typer.Option([], "--from", help="A class-per-folder tree DIR (every class), or DIR:PEOPLE (only the classes named in the file PEOPLE: LFW people*.txt, or one name per line). Repeat for several; same-named classes merge."),
+    unlabeled: list[Path] = typer.Option([], "--unlabeled", help="A folder of images without labels (any depth; used only by distillation)."),
+):
+    """Merge class folders (and unlabelled folders) into one training file list."""
+    with user_errors():
+        from distill.data.lists import merge_folders
+
+        trees = []
+        for spec in labeled:
+            folder, sep, people = spec.rpartition(":")
+            trees.append((folder, people) if sep and folder and Path(people).is_file() else spec)
+        counts = merge_folders(out, trees, unlabeled=unlabeled)
+    merged = f"; merged by name: {', '.join(counts['merged'])}" if counts["merged"] else ""
+    typer.echo(f"{out}: {counts['images']} images, {counts['classes']} classes, "
+               f"{counts['unlabeled']} unlabelled{merged}")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(convert_app, name="convert")

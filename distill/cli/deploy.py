@@ -42,6 +42,9 @@ def align_command(
     min_face: int = typer.Option(20, "--min-face", help="Smallest face to keep, in pixels (shorter side of the detected box)."),
     detector: str = typer.Option("mtcnn", help="Face detector (registered in distill.align_faces.DETECTORS)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Try again the photos an earlier run reported without a face or unreadable."),
+    pick: str = typer.Option("largest", help="Which face of a photo with several: largest, or center (nearest the photo centre, as in LFW)."),
+    fallback: str = typer.Option(None, help="Detector for photos where none is found, e.g. 'center' (a centre crop); they are listed in the report."),
+    center_crop: float = typer.Option(0.5, "--center-crop", help="Side of the 'center' detector's crop as a fraction of the shorter side (LFW deep-funneled: 0.512 = 128 of 250 px)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ):
     """Detect faces and warp them onto the ArcFace 112×112 template (resumable)."""
@@ -49,7 +52,8 @@ def align_command(
         from distill.align_faces import align_folder
 
         report = align_folder(src, dst, all_faces=all_faces, min_face=min_face, detector=detector,
-                              retry_failed=retry_failed, progress=progress)
+                              retry_failed=retry_failed, progress=progress, pick=pick,
+                              fallback=fallback, center_crop=center_crop)
         typer.echo(report.summary(dst))
 
 

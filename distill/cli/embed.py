@@ -22,6 +22,7 @@ def embed_command(
     std: Optional[float] = typer.Option(None, help="Teacher input: then divide by this (default: 128; InsightFace ONNX models use 127.5)."),
     bgr: Optional[bool] = typer.Option(None, "--bgr/--rgb", help="Teacher input channel order (default: RGB)."),
     nchw: Optional[bool] = typer.Option(None, "--nchw/--nhwc", help="Teacher input layout (default: NHWC; ONNX/TFLite read it from the graph)."),
+    condition: Optional[str] = typer.Option(None, "--condition", help="When complete, fit a conditioning of the teacher space: center (subtract the training mean), whiten, or none. Training then reads conditioned targets."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over if the store was made with other settings."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Record unreadable images in the manifest and go on, instead of stopping."),
     num_workers: int = typer.Option(1, help="Total number of workers sharing this store (shards are split among them)."),
@@ -36,7 +37,7 @@ def embed_command(
 
         settings = load_embed_config(recipe) if recipe else {}
         given = {"teacher": teacher, "data": data, "out": out, "batch_size": batch_size,
-                 "shard_size": shard_size, "dtype": dtype, "flip": flip}
+                 "shard_size": shard_size, "dtype": dtype, "flip": flip, "condition": condition}
         settings.update({k: v for k, v in given.items() if v is not None})
         missing = [f"--{k}" for k in ("teacher", "data", "out") if not settings.get(k)]
         if missing:
@@ -53,7 +54,8 @@ def embed_command(
                          num_workers=num_workers, worker_index=worker_index, progress=progress)
         typer.echo(f"{out}: {sum(s['count'] for s in manifest.shards.values())} embeddings "
                    f"(dim {manifest.embedding_dim}, {manifest.dtype}) in {len(manifest.shards)}/"
-                   f"{manifest.num_shards} shards; {len(manifest.skipped)} skipped")
+                   f"{manifest.num_shards} shards; {len(manifest.skipped)} skipped; "
+                   f"conditioning {manifest.conditioning.get('mode', 'none')}")
 
 
 store_app = typer.Typer(help="Inspect and check embedding stores.", no_args_is_help=True)
@@ -74,13 +76,32 @@ def verify_command(store: Path = typer.Argument(..., help="Store folder.")):
 
 
 @store_app.command("info")
-def info_command(store: Path = typer.Argument(..., help="Store folder.")):
-    """Summarise a store: samples, classes, dim, dtype, shards, teacher, size."""
+def info_command(store: Path = typer.Argument(..., help="Store folder."),
+                 shape: bool = typer.Option(True, "--shape/--no-shape", help="Measure the teacher space's shape (reads every embedding).")):
+    """Summarise a store: samples, classes, dim, dtype, shards, teacher, size, space shape."""
     with user_errors():
-        from distill.store.verify import store_info
+        from distill.store.verify import store_info, store_shape
 
         for key, value in store_info(store).items():
             typer.echo(f"{key:>14}: {value}")
+        if shape:
+            for line in store_shape(store):
+                typer.echo(line)
+
+
+@store_app.command("condition")
+def condition_command(store: Path = typer.Argument(..., help="Store folder (complete)."),
+                      mode: str = typer.Option("center", help="center (subtract the training-set mean), whiten (ZCA, shrunk), or none (remove)."),
+                      shrinkage: float = typer.Option(0.1, help="whiten: add this × the mean eigenvalue to every eigenvalue.")):
+    """Fit a conditioning of the teacher space on the store and record it in the manifest."""
+    with user_errors():
+        from distill.store.conditioning import fit_conditioning
+        from distill.store.verify import store_shape
+
+        manifest = fit_conditioning(store, mode, shrinkage)
+        typer.echo(f"{store}: conditioning {manifest.conditioning['mode']}")
+        for line in store_shape(store):
+            typer.echo(line)
 
 
 def register(app: typer.Typer) -> None:

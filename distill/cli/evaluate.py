@@ -1,7 +1,6 @@
 """``distill eval`` (verification accuracy of models on sets) and ``distill make-bin``."""
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import List, Optional
@@ -14,66 +13,8 @@ def _fail(message) -> None:
     raise typer.Exit(code=2)
 
 
-def format_table(rows: list[dict]) -> str:
-    """Models as rows, sets as columns: ``accuracy ± std`` in percent."""
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    sets = list(dict.fromkeys(r["set"] for r in rows))
-    cells = {(r["model"], r["set"]): f"{100 * r['accuracy']:.2f} ± {100 * r['accuracy_std']:.2f}" for r in rows}
-    header = ["model"] + sets
-    body = [[m] + [cells.get((m, s), "-") for s in sets] for m in models]
-    widths = [max(len(str(line[i])) for line in [header] + body) for i in range(len(header))]
-
-    def fmt(line):
-        return "  ".join(str(v).ljust(w) if i == 0 else str(v).rjust(w) for i, (v, w) in enumerate(zip(line, widths)))
-
-    return "\n".join([fmt(header), "  ".join("-" * w for w in widths)] + [fmt(line) for line in body])
-
-
-def _plain_rows(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "roc"} for r in rows]
-
-
-def write_csv(rows: list[dict], path: Path) -> None:
-    """One line per (model, set) with every scalar metric."""
-    plain = _plain_rows(rows)
-    fields = list(dict.fromkeys(k for r in plain for k in r))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(plain)
-
-
-def plot_roc(rows: list[dict], path: Path) -> None:
-    """ROC curves (TAR vs log FAR) of all models, one panel per set."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        _fail("--roc needs matplotlib; install it with: pip install 'distill[plot]'")
-    sets = list(dict.fromkeys(r["set"] for r in rows))
-    fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 4.5), squeeze=False)
-    for ax, name in zip(axes[0], sets):
-        for row in (r for r in rows if r["set"] == name):
-            fpr, tpr = row["roc"]
-            keep = fpr > 0
-            ax.plot(fpr[keep], tpr[keep], label=f"{Path(row['model']).name} ({100 * row['accuracy']:.2f}%)")
-        ax.set_xscale("log")
-        ax.set_xlabel("FAR (false accept rate)")
-        ax.set_ylabel("TAR (true accept rate)")
-        ax.set_title(name)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(loc="lower right", fontsize="small")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def eval_command(
-    model: List[Path] = typer.Option(..., "--model", "-m", help="Embedding model (.keras, .h5 or SavedModel dir); repeat for several."),
+    model: List[str] = typer.Option(..., "--model", "-m", help="Embedding model: .keras/.h5/SavedModel, .onnx, .tflite, or a plugin package.module:function (as for --teacher); repeat for several."),
     bin_: Optional[List[Path]] = typer.Option(None, "--bin", "-b", help="InsightFace .bin verification set; repeat for several."),
     pairs: Optional[Path] = typer.Option(None, "--pairs", help="LFW-style pairs.txt (needs --images)."),
     images: Optional[Path] = typer.Option(None, "--images", help="Image folder for --pairs: DIR/name/name_0001.jpg."),
@@ -90,23 +31,27 @@ def eval_command(
         _fail("give at least one --bin or a --pairs file with --images")
     from distill.evals.pairs import load_pairs_set
     from distill.evals.verification import evaluate_models
+    from distill.report.verification import plot_roc, verification_table, write_csv
+    from teachers.base import TeacherError
 
     try:
         extra = [load_pairs_set(pairs, images)] if pairs is not None else []
         rows = evaluate_models(model, bin_ or [], flip=flip, batch_size=batch_size, sets=extra, roc=roc is not None)
-    except ValueError as exc:
+    except (ValueError, TeacherError) as exc:
         _fail(exc)
-    typer.echo(format_table(rows))
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(_plain_rows(rows), indent=2))
-        typer.echo(f"wrote {json_out}")
-    if csv_out is not None:
-        write_csv(rows, csv_out)
-        typer.echo(f"wrote {csv_out}")
-    if roc is not None:
-        plot_roc(rows, roc)
-        typer.echo(f"wrote {roc}")
+    typer.echo(verification_table(rows))
+    outputs = [(json_out, lambda p: p.write_text(json.dumps([{k: v for k, v in r.items() if k != "roc"}
+                                                               for r in rows], indent=2))),
+               (csv_out, lambda p: write_csv(rows, p)), (roc, lambda p: plot_roc(rows, p))]
+    for path, write in outputs:
+        if path is None:
+            continue
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write(path)
+        except (OSError, ValueError) as exc:
+            _fail(f"{path}: cannot write ({getattr(exc, 'strerror', None) or exc}); the table above holds the results")
+        typer.echo(f"wrote {path}")
 
 
 def make_bin_command(

@@ -130,11 +130,16 @@ def open_folder(root) -> FileSource:
     return FileSource(root, paths, np.array(labels), [d.name for d in class_dirs])
 
 
+#: label cells that mark an unlabelled image (label -1: used by distillation terms only)
+UNLABELED = ("", "-1")
+
+
 def open_file_list(list_path) -> FileSource:
     """A CSV/TSV file list with rows ``path,label`` (paths relative to the list's folder).
 
     Labels may be integers or class names; class names are sorted naturally and numbered.
-    A header row ``path,label`` is allowed.
+    An empty label (or ``-1``) marks an unlabelled image: label -1, seen only by the
+    distillation terms. A header row ``path,label`` is allowed.
     """
     list_path = Path(list_path)
     if not list_path.is_file():
@@ -148,21 +153,26 @@ def open_file_list(list_path) -> FileSource:
             if line_no == 1 and [c.strip().lower() for c in row[:2]] == ["path", "label"]:
                 continue
             if len(row) < 2:
-                raise DataError(f"{list_path}:{line_no}: expected 'path{delimiter}label', got {row!r}")
+                raise DataError(f"{list_path}:{line_no}: expected 'path{delimiter}label' (an empty "
+                                f"label marks an unlabelled image), got {row!r}")
             rows.append((row[0].strip(), row[1].strip(), line_no))
     if not rows:
         raise DataError(f"{list_path}: file list has no rows")
     raw_labels = [label for _, label, _ in rows]
-    if all(label.lstrip("-").isdigit() for label in raw_labels):
-        numbers = sorted({int(label) for label in raw_labels})
-        if numbers[0] < 0:
-            raise DataError(f"{list_path}: negative label {numbers[0]}")
-        class_names = [str(n) for n in range(numbers[-1] + 1)]
-        labels = [int(label) for label in raw_labels]
+    named = [label for label in raw_labels if label not in UNLABELED]
+    if not named:
+        class_names, labels = [], [-1] * len(raw_labels)
+    elif all(label.isdigit() for label in named):
+        class_names = [str(n) for n in range(max(int(label) for label in named) + 1)]
+        labels = [-1 if label in UNLABELED else int(label) for label in raw_labels]
     else:
-        class_names = sorted(set(raw_labels), key=_natural_key)
+        for label, (_, _, line_no) in zip(raw_labels, rows):
+            if label.lstrip("-").isdigit() and int(label) < 0 and label not in UNLABELED:
+                raise DataError(f"{list_path}:{line_no}: negative label {label} (leave the label "
+                                "empty or write -1 for an unlabelled image)")
+        class_names = sorted(set(named), key=_natural_key)
         index = {name: i for i, name in enumerate(class_names)}
-        labels = [index[label] for label in raw_labels]
+        labels = [-1 if label in UNLABELED else index[label] for label in raw_labels]
     base = list_path.parent
     paths = [str(Path(p) if os.path.isabs(p) else base / p) for p, _, _ in rows]
     return FileSource(base, paths, np.array(labels), class_names)

@@ -2,12 +2,19 @@
 
 Distances are squared L2 distances of L2-normalised embeddings (0 … 4); a pair is predicted
 "same" when ``distance < threshold``. Folds are contiguous, like
-``sklearn.model_selection.KFold(n_splits, shuffle=False)``. ROC functions take *scores*
+``sklearn.model_selection.KFold(n_splits, shuffle=False)``, when every such fold holds both
+kinds of pair (as in LFW View 2 and InsightFace's ``.bin`` files); a set laid out otherwise
+(e.g. all matched pairs first) gets stratified folds and a warning (:func:`verification_folds`),
+because one-sided folds make the threshold search meaningless. ROC functions take *scores*
 (higher = more likely the same person); pass ``is_distance=True`` to use distances instead.
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 ACCURACY_THRESHOLDS = np.arange(0, 4, 0.01)
 VAL_THRESHOLDS = np.arange(0, 4, 0.001)
@@ -62,6 +69,36 @@ def fold_ids(n: int, n_folds: int) -> np.ndarray:
     return np.repeat(np.arange(n_folds), sizes)
 
 
+def stratified_fold_ids(issame, n_folds: int) -> np.ndarray:
+    """Fold of each pair such that every fold gets an equal share of each kind: the k-th
+    matched pair (in file order) goes to fold ``k * n_folds // n_same``, likewise mismatched."""
+    issame = np.asarray(issame, dtype=bool)
+    folds = np.empty(issame.size, dtype=np.int64)
+    for kind in (True, False):
+        where = np.flatnonzero(issame == kind)
+        folds[where] = np.arange(where.size) * n_folds // max(where.size, 1)
+    return folds
+
+
+def verification_folds(issame, n_folds: int, name: str = "pairs") -> tuple[np.ndarray, str]:
+    """``(fold of each pair, layout)``: ``"contiguous"`` folds when each holds both matched and
+    mismatched pairs, else ``"stratified"`` (:func:`stratified_fold_ids`) with a warning."""
+    issame = np.asarray(issame, dtype=bool)
+    folds = fold_ids(issame.size, n_folds)
+    same = np.bincount(folds[issame], minlength=n_folds)
+    diff = np.bincount(folds[~issame], minlength=n_folds)
+    if n_folds == 1 or (same.min() > 0 and diff.min() > 0):
+        return folds, "contiguous"
+    one_sided = int(np.sum((same == 0) | (diff == 0)))
+    if min(int(issame.sum()), int((~issame).sum())) < n_folds:
+        raise ValueError(f"{name}: {int(issame.sum())} matched and {int((~issame).sum())} mismatched "
+                         f"pairs cannot fill {n_folds} folds with both kinds")
+    log.warning("%s: %d of %d contiguous folds hold only one kind of pair; using stratified folds "
+                "(rebuild the set with `distill make-bin` to lay pairs out fold by fold)",
+                name, one_sided, n_folds)
+    return stratified_fold_ids(issame, n_folds), "stratified"
+
+
 def _fold_counts(distances, issame, folds, n_folds, thresholds):
     """Per fold and threshold: #same and #different pairs with ``distance < threshold``."""
     n_t = len(thresholds)
@@ -85,14 +122,24 @@ def _thresholds(thresholds, default):
     return thresholds
 
 
-def kfold_accuracy(distances, issame, n_folds: int = 10, thresholds=None) -> dict:
+def kfold_accuracy(distances, issame, n_folds: int = 10, thresholds=None, search: str = "grid",
+                   folds=None) -> dict:
     """InsightFace 10-fold accuracy: best train-fold threshold (first argmax) scored on the held-out fold.
 
-    Returns ``{"accuracy": mean, "std": std over folds, "threshold": mean best threshold}``.
+    ``search="grid"`` tries ``thresholds`` (InsightFace's 0…4 step 0.01, for comparability);
+    ``search="exact"`` tries every midpoint between consecutive distinct training distances, so
+    the result does not depend on how compressed the embedding space is. ``folds`` defaults to
+    :func:`verification_folds`. Returns ``{"accuracy": mean, "std": std over folds,
+    "threshold": mean best threshold}``.
     """
     distances, issame = _check(distances, issame)
+    if search not in ("grid", "exact"):
+        raise ValueError(f"search must be 'grid' or 'exact', got {search!r}")
+    if folds is None:
+        folds, _ = verification_folds(issame, n_folds)
+    if search == "exact":
+        return _kfold_exact(distances, issame, folds, n_folds)
     thresholds = _thresholds(thresholds, ACCURACY_THRESHOLDS)
-    folds = fold_ids(distances.size, n_folds)
     same_lt, diff_lt = _fold_counts(distances, issame, folds, n_folds, thresholds)
     n_same = np.bincount(folds[issame], minlength=n_folds)[:, None]
     n_diff = np.bincount(folds[~issame], minlength=n_folds)[:, None]
@@ -107,6 +154,35 @@ def kfold_accuracy(distances, issame, n_folds: int = 10, thresholds=None) -> dic
         "std": float(test_acc.std()),
         "threshold": float(thresholds[best].mean()),
     }
+
+
+def best_exact_threshold(distances, issame) -> float:
+    """The threshold with the most correct decisions on these pairs, among the midpoints of
+    consecutive distinct distances and the two ends (first, i.e. smallest, on ties)."""
+    order = np.argsort(distances, kind="stable")
+    ordered, same = distances[order], issame[order]
+    n_diff = int((~same).sum())
+    # accepting the k smallest distances (k = 0 … n): true accepts + true rejects
+    correct = np.r_[0, np.cumsum(same)] + n_diff - np.r_[0, np.cumsum(~same)]
+    cut_ok = np.r_[True, ordered[1:] > ordered[:-1], True]   # no cut inside a run of ties
+    k = int(np.argmax(np.where(cut_ok, correct, -1)))
+    if k == 0:
+        return float(ordered[0])
+    if k == ordered.size:
+        return float(np.nextafter(ordered[-1], np.inf))
+    return float((ordered[k - 1] + ordered[k]) / 2.0)
+
+
+def _kfold_exact(distances, issame, folds, n_folds) -> dict:
+    accuracies, chosen = [], []
+    for fold in range(n_folds):
+        test = folds == fold
+        train = ~test if n_folds > 1 else test
+        threshold = best_exact_threshold(distances[train], issame[train])
+        accuracies.append(np.mean((distances[test] < threshold) == issame[test]))
+        chosen.append(threshold)
+    return {"accuracy": float(np.mean(accuracies)), "std": float(np.std(accuracies)),
+            "threshold": float(np.mean(chosen))}
 
 
 def _val_threshold(far_train: np.ndarray, thresholds: np.ndarray, far_target: float) -> float:
@@ -125,7 +201,8 @@ def _val_threshold(far_train: np.ndarray, thresholds: np.ndarray, far_target: fl
     return float(thresholds[lo] + frac * (thresholds[hi] - thresholds[lo]))
 
 
-def val_at_far(distances, issame, far_target: float = 1e-3, n_folds: int = 10, thresholds=None) -> dict:
+def val_at_far(distances, issame, far_target: float = 1e-3, n_folds: int = 10, thresholds=None,
+               folds=None) -> dict:
     """InsightFace ``calculate_val``: threshold giving ``far_target`` on the train folds, VAL on the test fold.
 
     Returns ``{"val": mean, "std": std over folds, "far": mean test FAR, "threshold": mean threshold}``.
@@ -134,7 +211,8 @@ def val_at_far(distances, issame, far_target: float = 1e-3, n_folds: int = 10, t
         raise ValueError(f"far_target must be in (0, 1), got {far_target}")
     distances, issame = _check(distances, issame)
     thresholds = _thresholds(thresholds, VAL_THRESHOLDS)
-    folds = fold_ids(distances.size, n_folds)
+    if folds is None:
+        folds, _ = verification_folds(issame, n_folds)
     _, diff_lt = _fold_counts(distances, issame, folds, n_folds, thresholds)
     n_diff = np.bincount(folds[~issame], minlength=n_folds)
     far_train = _train_test(diff_lt, n_folds) / np.maximum(_train_test(n_diff[:, None], n_folds), 1)
@@ -216,20 +294,30 @@ def eer(scores, issame, is_distance: bool = False) -> float:
     return float(fpr[lo] + frac * (fpr[hi] - fpr[lo]))
 
 
-def verification_metrics(emb1, emb2, issame, n_folds: int = 10, fars=DEFAULT_FARS, roc: bool = False) -> dict:
+def verification_metrics(emb1, emb2, issame, n_folds: int = 10, fars=DEFAULT_FARS, roc: bool = False,
+                         name: str = "pairs") -> dict:
     """All pair-verification metrics for embeddings of pair halves ``emb1[i]``, ``emb2[i]``.
 
-    Keys: ``accuracy``, ``accuracy_std``, ``threshold``, ``val_at_far_1e-3``,
+    Keys: ``accuracy``, ``accuracy_std``, ``threshold`` (InsightFace grid search),
+    ``accuracy_exact``, ``accuracy_exact_std``, ``threshold_exact`` (exact search),
+    ``folds`` (``contiguous`` or ``stratified``), ``val_at_far_1e-3``,
     ``val_at_far_1e-3_std``, ``tar_at_far_<far>`` for each of ``fars``, ``auc``, ``eer``,
     ``pairs``; with ``roc=True`` also ``roc`` = ``(fpr, tpr)`` arrays.
     """
     distances = pair_distances(emb1, emb2)
-    acc = kfold_accuracy(distances, issame, n_folds=n_folds)
-    val = val_at_far(distances, issame, far_target=1e-3, n_folds=n_folds)
+    _, issame = _check(distances, issame)
+    folds, layout = verification_folds(issame, n_folds, name)
+    acc = kfold_accuracy(distances, issame, n_folds=n_folds, folds=folds)
+    exact = kfold_accuracy(distances, issame, n_folds=n_folds, folds=folds, search="exact")
+    val = val_at_far(distances, issame, far_target=1e-3, n_folds=n_folds, folds=folds)
     out = {
         "accuracy": acc["accuracy"],
         "accuracy_std": acc["std"],
         "threshold": acc["threshold"],
+        "accuracy_exact": exact["accuracy"],
+        "accuracy_exact_std": exact["std"],
+        "threshold_exact": exact["threshold"],
+        "folds": layout,
         "val_at_far_1e-3": val["val"],
         "val_at_far_1e-3_std": val["std"],
     }

@@ -2,8 +2,14 @@
 
 Format: a header line ``<folds> <pairs per fold>`` (or a single pair count), then lines
 ``name i j`` (same person, images ``i`` and ``j``) or ``name1 i name2 j`` (different people).
-Image ``i`` of ``name`` is ``<images_dir>/name/name_%04d.jpg``. Use aligned 112×112 crops
+Image ``i`` of ``name`` is ``<images_dir>/name/name_%04d.jpg`` (or the same stem with another
+image extension, e.g. the ``.png`` crops of ``distill align``). Use aligned 112×112 crops
 (e.g. the InsightFace-aligned LFW); other sizes are resized.
+
+Sets are laid out fold by fold (:func:`in_fold_order`): fold ``k`` of 10 holds its share of
+matched pairs, then its share of mismatched ones, so the contiguous 10-fold split of
+``distill eval`` sees both kinds in every fold (as in View 2 and InsightFace's ``lfw.bin``);
+View 1's ``pairsDevTest.txt`` lists all 500 matched pairs first.
 """
 from __future__ import annotations
 
@@ -65,13 +71,36 @@ def read_pairs(path) -> list[Pair]:
 
 
 def pair_image_path(images_dir, name: str, index: int) -> Path:
-    """``<images_dir>/name/name_%04d.jpg``."""
-    return Path(images_dir) / name / f"{name}_{index:04d}.jpg"
+    """``<images_dir>/name/name_%04d.jpg``, or that stem with another image extension if only
+    such a file exists."""
+    from distill.data.sources import IMAGE_EXTENSIONS
+
+    path = Path(images_dir) / name / f"{name}_{index:04d}.jpg"
+    if not path.exists():
+        for extension in IMAGE_EXTENSIONS:
+            other = path.with_suffix(extension)
+            if other.exists():
+                return other
+    return path
+
+
+def in_fold_order(pairs: list[Pair], n_folds: int = 10) -> list[Pair]:
+    """``pairs`` reordered fold by fold: fold ``k`` takes the k-th tenth of the matched pairs
+    (in file order), then the k-th tenth of the mismatched ones. View 2's order is kept as is."""
+    same = [pair for pair in pairs if pair.issame]
+    diff = [pair for pair in pairs if not pair.issame]
+    if min(len(same), len(diff)) < n_folds:
+        return list(pairs)
+    ordered = []
+    for fold in range(n_folds):
+        for group in (same, diff):
+            ordered.extend(group[fold * len(group) // n_folds:(fold + 1) * len(group) // n_folds])
+    return ordered
 
 
 def read_pair_images(pairs_path, images_dir) -> tuple[list[bytes], np.ndarray, list[Path]]:
     """Encoded bytes of the ``2N`` pair images, the issame array and the file paths."""
-    pairs = read_pairs(pairs_path)
+    pairs = in_fold_order(read_pairs(pairs_path))
     cache: dict[Path, bytes] = {}
     files = []
     for pair in pairs:

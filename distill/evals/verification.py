@@ -61,11 +61,11 @@ def evaluate_set(embed_fn, vset: VerificationSet, batch_size: int = 128, flip: b
     if vset.images.shape[0] != 2 * vset.issame.size:
         raise ValueError(f"{vset.name}: {vset.images.shape[0]} images for {vset.issame.size} pairs")
     plain, mirrored = embed_with_flip(embed_fn, vset.images, batch_size, flip)
-    noflip = verification_metrics(plain[0::2], plain[1::2], vset.issame, roc=roc and not flip)
+    noflip = verification_metrics(plain[0::2], plain[1::2], vset.issame, roc=roc and not flip, name=vset.name)
     if not flip:
         return {"flip": False, **noflip}
     combined = _l2(plain + mirrored)  # InsightFace: sum of raw embeddings, then L2-normalise
-    flipped = verification_metrics(combined[0::2], combined[1::2], vset.issame, roc=roc)
+    flipped = verification_metrics(combined[0::2], combined[1::2], vset.issame, roc=roc, name=vset.name)
     result = {"flip": True, **flipped}
     result.update({f"noflip_{k}": v for k, v in noflip.items() if k != "pairs"})
     return result
@@ -197,6 +197,22 @@ def load_embedding_model(path):
         raise ValueError(f"{path}: cannot load Keras model ({type(exc).__name__}: {exc})") from None
 
 
+def model_embed_fn(spec, batch_size: int = 128):
+    """A uint8 ``embed_fn`` for any model a teacher can be: a Keras file or SavedModel (run with
+    the project's normalisation), or an ONNX, TFLite or plugin ``module:function`` model (run by
+    its :mod:`teachers` loader with its declared preprocessing)."""
+    from teachers import TEACHER_LOADERS
+
+    spec = str(spec)
+    if TEACHER_LOADERS["keras"][0](spec) and not any(
+            predicate(spec) for name, (predicate, _) in TEACHER_LOADERS.items() if name != "keras"):
+        return keras_embed_fn(load_embedding_model(spec), batch_size=batch_size)
+    from teachers import load_teacher
+
+    teacher = load_teacher(spec)
+    return lambda images: np.asarray(teacher.embed(images), dtype=np.float32)
+
+
 def evaluate_models(
     model_paths,
     bin_paths=(),
@@ -218,8 +234,7 @@ def evaluate_models(
         raise ValueError("no models given")
     rows = []
     for model_path in model_paths:
-        model = load_embedding_model(model_path)
-        embed_fn = keras_embed_fn(model, batch_size=batch_size)
+        embed_fn = model_embed_fn(model_path, batch_size)
         results = evaluate_sets(embed_fn, all_sets, batch_size=batch_size, flip=flip, roc=roc)
         for name, metrics in results.items():
             rows.append({"model": str(model_path), "set": name, **metrics})

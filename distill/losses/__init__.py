@@ -104,14 +104,27 @@ register("center", "metric", "center:CenterLoss",
          "½‖x − c_y‖², centres updated with rate alpha (replica-aggregated)",
          "Wen et al. ECCV 2016, 'A Discriminative Feature Learning Approach'")
 
-register("l2", "distillation", "distillation:L2Distill", {"projection": True},
+_PROJECTION = {"projection": True, "bias": False}
+register("l2", "distillation", "distillation:L2Distill", dict(_PROJECTION),
          "squared L2 distance of L2-normalised student and teacher embeddings",
          "embedding distillation (e.g. Keras_insightface distill)")
-register("cosine", "distillation", "distillation:CosineDistill", {"projection": True},
+register("cosine", "distillation", "distillation:CosineDistill", dict(_PROJECTION),
          "1 − cos(student, teacher)", "embedding distillation")
-register("kl", "distillation", "distillation:KLDistill", {"temperature": 4.0, "projection": True},
+register("kl", "distillation", "distillation:KLDistill", {"temperature": 4.0, **_PROJECTION},
          "T²·KL(softmax(t/T) ‖ softmax(s/T)) on logits",
          "Hinton et al. 2015, arXiv:1503.02531")
+register("rkd_distance", "distillation", "relation:RKDDistance", {},
+         "Huber loss on the batch's pairwise distances, each divided by their mean",
+         "RKD, Park et al. CVPR 2019, arXiv:1904.05068")
+register("rkd_angle", "distillation", "relation:RKDAngle", {},
+         "Huber loss on the angles ∠(x_j − x_i, x_k − x_i) of the batch's triplets",
+         "RKD, Park et al. CVPR 2019, arXiv:1904.05068")
+register("similarity", "distillation", "relation:SimilarityPreserving", {},
+         "squared distance of the row-normalised batch Gram matrices / B²",
+         "SP, Tung & Mori ICCV 2019, arXiv:1907.09682")
+register("ekd", "distillation", "relation:EvaluationRank", {"critical_fraction": 0.1, "temperature": 0.05},
+         "listwise rank loss on the pairs either model accepts at a low false-accept rate",
+         "in the spirit of EKD, Huang et al. CVPR 2022, arXiv:2206.02325")
 
 
 def available() -> dict[str, LossSpec]:

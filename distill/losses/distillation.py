@@ -1,8 +1,9 @@
 """Distillation losses between student and teacher outputs, per sample [B].
 
-When the student and teacher dimensions differ, a learned linear projection (a Keras
-``Dense`` without bias, owned by the loss, in ``trainable_variables``) maps the student
-to the teacher's dimension first. It is built on the first call, or earlier with
+When the student and teacher dimensions differ (or with ``projection="always"``), a learned
+linear projection (a Keras ``Dense``, with a bias if ``bias=True``, owned by the loss, in
+``trainable_variables``) maps the student to the teacher's space first; a bias lets it absorb
+an offset of the teacher's space (the cone of an uncentred teacher). It is built on the first call, or earlier with
 ``build(embedding_dim=..., teacher_dim=...)`` — do that before collecting variables for
 an optimizer or a checkpoint, and inside ``strategy.scope()`` when distributed.
 """
@@ -22,24 +23,31 @@ class DistillationLoss(Loss):
 
     kind = "distillation"
 
-    def __init__(self, projection=True, **params):
-        super().__init__(projection=projection, **params)
-        self.projection = bool(projection)
+    #: ``projection`` values: when to put a learned linear map before the comparison
+    PROJECTIONS = {True: "auto", "auto": "auto", False: "never", "never": "never", "always": "always"}
+
+    def __init__(self, projection=True, bias=False, **params):
+        if projection not in self.PROJECTIONS:
+            raise ValueError(f"projection must be true/auto (when dims differ), always or "
+                             f"false/never, got {projection!r}")
+        super().__init__(projection=projection, bias=bias, **params)
+        self.projection = self.PROJECTIONS[projection]
+        self.bias = bool(bias)
         self.projector = None
 
     def build(self, embedding_dim=None, teacher_dim=None, **_) -> None:
-        """Create the projection when both dimensions are known and differ; idempotent."""
+        """Create the projection when both dimensions are known and it is wanted; idempotent."""
         if self.projector is not None or not embedding_dim or not teacher_dim:
             return
-        if int(embedding_dim) == int(teacher_dim):
+        if int(embedding_dim) == int(teacher_dim) and self.projection != "always":
             return
-        if not self.projection:
+        if self.projection == "never":
             raise ValueError(f"student dim {embedding_dim} != teacher dim {teacher_dim} "
                              "and projection is off")
         import keras
 
         with tf.init_scope():
-            self.projector = keras.layers.Dense(int(teacher_dim), use_bias=False, dtype="float32",
+            self.projector = keras.layers.Dense(int(teacher_dim), use_bias=self.bias, dtype="float32",
                                                 kernel_initializer="glorot_uniform",
                                                 name="distill_projection")
             self.projector.build((None, int(embedding_dim)))
@@ -67,8 +75,8 @@ class DistillationLoss(Loss):
 class L2Distill(DistillationLoss):
     """``‖ŝ − t̂‖²`` between L2-normalised student and teacher embeddings (= 2 − 2cos)."""
 
-    def __init__(self, projection=True):
-        super().__init__(projection=projection)
+    def __init__(self, projection=True, bias=False):
+        super().__init__(projection=projection, bias=bias)
 
     def compare(self, student, teacher):
         s, t = tf.math.l2_normalize(student, axis=1), tf.math.l2_normalize(teacher, axis=1)
@@ -78,8 +86,8 @@ class L2Distill(DistillationLoss):
 class CosineDistill(DistillationLoss):
     """``1 − cos(s, t)``."""
 
-    def __init__(self, projection=True):
-        super().__init__(projection=projection)
+    def __init__(self, projection=True, bias=False):
+        super().__init__(projection=projection, bias=bias)
 
     def compare(self, student, teacher):
         s, t = tf.math.l2_normalize(student, axis=1), tf.math.l2_normalize(teacher, axis=1)
@@ -89,10 +97,10 @@ class CosineDistill(DistillationLoss):
 class KLDistill(DistillationLoss):
     """Hinton et al.: ``T² · KL(softmax(t/T) ‖ softmax(s/T))`` on logits."""
 
-    def __init__(self, temperature=4.0, projection=True):
+    def __init__(self, temperature=4.0, projection=True, bias=False):
         if temperature <= 0:
             raise ValueError(f"kl temperature must be > 0 (got {temperature})")
-        super().__init__(projection=projection, temperature=temperature)
+        super().__init__(projection=projection, bias=bias, temperature=temperature)
         self.temperature = float(temperature)
 
     def compare(self, student, teacher):

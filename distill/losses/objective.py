@@ -1,48 +1,81 @@
-"""The training objective: a classification loss plus weighted distillation, triplet and
-center terms. ``total = classification + Σ weight · term``, each term a batch mean."""
+"""The training objective: a weighted sum of registered loss terms, each a batch mean.
+
+``total = Σ weight · term``. A term is a loss from the registry plus a weight; its *kind*
+says what it reads: ``classification`` (labels and classifier cosines), ``metric`` (labels and
+embeddings) or ``distillation`` (student and stored teacher embeddings). Unlabelled samples
+(label −1) count only in distillation terms; classification and metric terms average over the
+labelled samples of the batch. Adding a term is a registration in :mod:`distill.losses` plus a
+recipe line (``terms: {rkd: {name: rkd_distance, weight: 1}}``), not a change here.
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import tensorflow as tf
 
 from distill import losses
 
-# term → (kind, default loss name)
-TERMS = {"distill": ("distillation", "l2"), "triplet": ("metric", "triplet_batch_hard"),
-         "center": ("metric", "center")}
+#: recipe sections that are terms, with the kind they must be and their default loss
+NAMED_TERMS = {"classification": ("classification", None), "distill": ("distillation", "l2"),
+               "triplet": ("metric", "triplet_batch_hard"), "center": ("metric", "center")}
 
 
-def _build(config: dict, kind: str, default_name: str | None = None):
+@dataclass
+class Term:
+    """One weighted term of the objective."""
+
+    label: str          # its name in logs and history: classification, distill, rkd, ...
+    loss: object
+    weight: float
+
+    @property
+    def kind(self) -> str:
+        return self.loss.kind
+
+
+def build_term(label: str, config: dict, kind: str | None = None, default_name: str | None = None) -> Term:
+    """A :class:`Term` from ``{"name": ..., "weight": ..., **params}``; ``kind`` (if given) is
+    the kind the loss must have."""
     config = dict(config)
+    weight = float(config.pop("weight", 1.0) or 0.0)
     name = config.pop("name", default_name)
     if name is None:
-        raise ValueError(f"a {kind} loss needs a 'name'")
+        raise ValueError(f"term '{label}' needs a loss 'name'")
     loss_spec = losses.spec(name)
-    if loss_spec.kind != kind:
+    if kind is not None and loss_spec.kind != kind:
         valid = ", ".join(n for n, s in losses.available().items() if s.kind == kind)
         raise ValueError(f"loss '{name}' is a {loss_spec.kind} loss, not {kind}; valid: {valid}")
-    return losses.get(name, **config)
+    return Term(label, losses.get(name, **config), weight)
 
 
-def _mean(values, sample_weight) -> tf.Tensor:
+def _mean(values, weight) -> tf.Tensor:
     values = tf.cast(values, tf.float32)
-    if sample_weight is None:
-        return tf.reduce_mean(values)
-    weight = tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
     return tf.reduce_sum(values * weight) / tf.maximum(tf.reduce_sum(weight), 1e-12)
 
 
 class Objective:
-    """Callable ``(labels, cosine, embeddings, teacher_embeddings, norms, sample_weight)`` →
-    ``{"total", "classification", <active terms>}`` scalar float32 tensors."""
+    """Callable ``(labels, cosine, embeddings, teacher_embeddings, norms)`` →
+    ``{"total", <term label>: unweighted batch mean, ...}`` scalar float32 tensors.
 
-    def __init__(self, classification, terms: dict):
-        self.classification = classification
-        self.terms = dict(terms)                # name → (loss, weight), weight > 0
-        self.needs_norms = bool(getattr(classification, "needs_norms", False))
+    ``cosine`` may be None when no classification term is active."""
+
+    def __init__(self, terms: list[Term]):
+        self.terms = [term for term in terms if term.weight > 0]
+        labels = [term.label for term in self.terms]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"two objective terms share a name: {labels}")
+        self.needs_norms = any(getattr(t.loss, "needs_norms", False) for t in self.terms)
+
+    def has(self, kind: str) -> bool:
+        return any(term.kind == kind for term in self.terms)
 
     @property
     def losses(self) -> list:
-        return [self.classification] + [loss for loss, _ in self.terms.values()]
+        return [term.loss for term in self.terms]
+
+    @property
+    def weights(self) -> dict:
+        return {term.label: term.weight for term in self.terms}
 
     @property
     def trainable_variables(self) -> list:
@@ -61,40 +94,65 @@ class Objective:
             loss.build(num_classes=num_classes, embedding_dim=embedding_dim, teacher_dim=teacher_dim)
         return self
 
-    def __call__(self, labels, cosine, embeddings, teacher_embeddings=None, norms=None,
-                 sample_weight=None) -> dict:
-        if "distill" in self.terms and teacher_embeddings is None:
-            raise ValueError("the distill term needs teacher_embeddings")
-        self.build(num_classes=cosine.shape[-1], embedding_dim=embeddings.shape[-1],
+    def term_values(self, labels, cosine, embeddings, teacher_embeddings=None, norms=None,
+                    sample_weight=None) -> dict:
+        """``{label: unweighted batch mean}`` of every term (means weighted by ``sample_weight``
+        if given; label-based terms only over labelled samples)."""
+        if self.has("distillation") and teacher_embeddings is None:
+            raise ValueError("a distillation term needs teacher_embeddings")
+        if self.has("classification") and cosine is None:
+            raise ValueError("a classification term needs the classifier's cosines")
+        labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
+        everyone = (tf.ones_like(labels, tf.float32) if sample_weight is None
+                    else tf.reshape(tf.cast(sample_weight, tf.float32), [-1]))
+        labelled = everyone * tf.cast(labels >= 0, tf.float32)
+        safe_labels = tf.maximum(labels, 0)
+        self.build(num_classes=None if cosine is None else cosine.shape[-1],
+                   embedding_dim=embeddings.shape[-1],
                    teacher_dim=None if teacher_embeddings is None else teacher_embeddings.shape[-1])
         if self.needs_norms and norms is None:
             norms = tf.norm(tf.cast(embeddings, tf.float32), axis=1)
-        out = {"classification": _mean(self.classification(labels, cosine, norms), sample_weight)}
-        total = out["classification"]
-        for name, (loss, weight) in self.terms.items():
-            if name == "distill":
-                values = loss(embeddings, teacher_embeddings)
+        out = {}
+        for term in self.terms:
+            if term.kind == "classification":
+                out[term.label] = _mean(term.loss(safe_labels, cosine, norms), labelled)
+            elif term.kind == "metric":
+                out[term.label] = _mean(term.loss(safe_labels, embeddings), labelled)
             else:
-                values = loss(labels, embeddings)
-            out[name] = _mean(values, sample_weight)
-            total = total + weight * out[name]
-        return {"total": total, **out}
+                out[term.label] = _mean(term.loss(embeddings, teacher_embeddings), everyone)
+        return out
+
+    def total(self, values: dict) -> tf.Tensor:
+        total = tf.constant(0.0, tf.float32)
+        for term in self.terms:
+            total = total + term.weight * values[term.label]
+        return total
+
+    def __call__(self, labels, cosine, embeddings, teacher_embeddings=None, norms=None,
+                 sample_weight=None) -> dict:
+        values = self.term_values(labels, cosine, embeddings, teacher_embeddings, norms, sample_weight)
+        return {"total": self.total(values), **values}
 
 
-def build_objective(classification: dict, distill: dict | None = None, triplet: dict | None = None,
-                    center: dict | None = None, num_classes=None, embedding_dim=None,
-                    teacher_dim=None) -> Objective:
-    """Each term: ``{"name": ..., "weight": ..., **params}`` (default names: ``l2``,
-    ``triplet_batch_hard``, ``center``); weight 0 or None leaves the term out. Dimensions, if given, build the
-    shape-dependent variables at once (see :meth:`Objective.build`)."""
-    main = _build(classification, "classification")
-    terms = {}
-    for name, config in (("distill", distill), ("triplet", triplet), ("center", center)):
+def build_objective(classification: dict | None, distill: dict | None = None, triplet: dict | None = None,
+                    center: dict | None = None, terms: dict | None = None, num_classes=None,
+                    embedding_dim=None, teacher_dim=None) -> Objective:
+    """Terms from recipe sections: each ``{"name": ..., "weight": ..., **params}``.
+
+    ``classification`` defaults to weight 1; ``distill``/``triplet``/``center`` (default names
+    ``l2``, ``triplet_batch_hard``, ``center``) and every entry of ``terms`` (label → config,
+    any kind) to weight 1 too, but a missing or zero weight leaves a term out. Dimensions,
+    if given, build the shape-dependent variables at once (see :meth:`Objective.build`)."""
+    built = []
+    sections = {"classification": classification, "distill": distill, "triplet": triplet, "center": center}
+    for label, config in sections.items():
         if not config:
             continue
-        config = dict(config)
-        weight = config.pop("weight", None)
-        if not weight:
+        if label != "classification" and not config.get("weight"):
             continue
-        terms[name] = (_build(config, *TERMS[name]), float(weight))
-    return Objective(main, terms).build(num_classes, embedding_dim, teacher_dim)
+        built.append(build_term(label, config, *NAMED_TERMS[label]))
+    for label, config in (terms or {}).items():
+        if label in NAMED_TERMS:
+            raise ValueError(f"terms.{label}: '{label}' is a recipe section of its own; set it there")
+        built.append(build_term(label, config))
+    return Objective(built).build(num_classes, embedding_dim, teacher_dim)

@@ -43,6 +43,7 @@ class Manifest:
     embedding_normalization: str = "l2"
     shards: dict = field(default_factory=dict)   # name → {"first_id", "count"}
     skipped: list = field(default_factory=list)  # [{"sample_id", "path", "reason"}]
+    conditioning: dict = field(default_factory=lambda: {"mode": "none"})  # see store.conditioning
     format_version: int = FORMAT_VERSION
 
     @property

@@ -32,16 +32,32 @@ class Store:
         return [self.path / shard_name(k) for k in range(self.manifest.num_shards)
                 if shard_name(k) in self.manifest.shards]
 
-    def iter_shards(self, fields=("sample_id", "label", "embedding")):
-        """Yield a dict of arrays per complete shard, in sample_id order."""
+    @property
+    def conditioning(self):
+        """The teacher-space conditioning recorded in the manifest (identity if none)."""
+        if not hasattr(self, "_conditioning"):
+            from distill.store.conditioning import Conditioning
+
+            self._conditioning = Conditioning.load(self.path, self.manifest)
+        return self._conditioning
+
+    def iter_shards(self, fields=("sample_id", "label", "embedding"), conditioned: bool = True):
+        """Yield a dict of arrays per complete shard, in sample_id order; embedding fields
+        pass through the store's conditioning unless ``conditioned=False``."""
         import h5py
 
         for path in self.shard_paths():
             with h5py.File(path, "r") as handle:
-                yield {name: handle[name][...] for name in fields}
+                arrays = {name: handle[name][...] for name in fields}
+            if conditioned and not self.conditioning.is_identity:
+                for name in fields:
+                    if name.startswith("embedding"):
+                        arrays[name] = self.conditioning.apply_numpy(arrays[name]).astype(arrays[name].dtype)
+            yield arrays
 
     def load_table(self, field: str = "embedding", dtype=np.float32):
-        """``(table [num_samples, D], present [num_samples] bool)``: rows by sample_id.
+        """``(table [num_samples, D], present [num_samples] bool)``: rows by sample_id,
+        conditioned as recorded in the manifest.
 
         Rows of skipped samples are zero and ``present`` is False there.
         """
@@ -71,4 +87,4 @@ class Store:
             if len(stored_ids) == 0 or np.any(stored_ids[positions] != sample_ids[rows]):
                 raise StoreError(f"{self.path}: sample_id(s) missing from shard {int(k)}")
             result[rows] = values[positions]
-        return result
+        return result if self.conditioning.is_identity else self.conditioning.apply_numpy(result).astype(dtype)

@@ -117,5 +117,38 @@ def store_info(path) -> dict:
         "teacher": f"{manifest.teacher.get('kind')} {manifest.teacher.get('source')} "
                    f"(sha256 {str(manifest.teacher.get('sha256'))[:12]})",
         "source": f"{manifest.source.get('kind')} {manifest.source.get('root')}",
+        "conditioning": manifest.conditioning.get("mode", "none"),
         "size_mb": round(size / 2**20, 2),
     }
+
+
+def store_shape(path, max_samples: int = 50_000) -> list[str]:
+    """Lines describing the teacher space as stored and as conditioned (if it is), with a
+    warning when it is cone-shaped (see :mod:`distill.store.conditioning`)."""
+    from distill.store.conditioning import CONE_WARNING, space_shape
+    from distill.store.reader import Store
+
+    store = Store(path).require_complete()
+    rows, labels = [], []
+    for shard in store.iter_shards(("label", "embedding"), conditioned=False):
+        rows.append(shard["embedding"].astype(np.float32))
+        labels.append(shard["label"])
+        if sum(len(x) for x in labels) >= max_samples:
+            break
+    stored = np.concatenate(rows)[:max_samples]
+    labels = np.concatenate(labels)[:max_samples]
+    spaces = {"stored": stored}
+    if not store.conditioning.is_identity:
+        spaces[f"conditioned ({store.conditioning.mode})"] = store.conditioning.apply_numpy(stored)
+    lines, shape = [], {}
+    for name, x in spaces.items():
+        shape = space_shape(x, labels)
+        lines.append(f"{'space ' + name:>14}: mean cos to mean direction "
+                     f"{shape['mean_cosine_to_mean_direction']:.3f}; same-label cos "
+                     f"{shape['same_label_cosine']:.3f}, different-label cos "
+                     f"{shape['different_label_cosine']:.3f} (separation {shape['separation']:.2f})")
+    if shape["mean_cosine_to_mean_direction"] > CONE_WARNING:
+        lines.append(f"{'warning':>14}: the teacher space is a narrow cone; distillation targets "
+                     f"differ mostly by a shared offset. Condition it: distill store condition "
+                     f"{path} --mode center")
+    return lines

@@ -31,11 +31,13 @@ log = logging.getLogger(__name__)
 def embed(teacher, data, out, *, batch_size: int = 128, shard_size: int = 10000,
           dtype: str = "float16", flip: bool = False, overwrite: bool = False,
           num_workers: int = 1, worker_index: int = 0, skip_bad: bool = False,
-          progress: bool = True, preprocess=None) -> Manifest:
+          progress: bool = True, preprocess=None, condition: str | None = None) -> Manifest:
     """Embed every image of ``data`` with ``teacher`` into the store folder ``out``.
 
     ``teacher``: a path/spec for :func:`teachers.load_teacher` or a loaded Teacher.
     ``data``: a dataset path for :func:`distill.data.sources.open_source` or a source.
+    ``condition`` (``center``/``whiten``/``none``): once the store is complete, fit that
+    conditioning of the teacher space (:mod:`distill.store.conditioning`).
     Returns the manifest as it stands after this worker's shards are written.
     """
     from teachers import Teacher, load_teacher
@@ -55,13 +57,19 @@ def embed(teacher, data, out, *, batch_size: int = 128, shard_size: int = 10000,
             if k % num_workers == worker_index and shard_name(k) not in manifest.shards]
     if not todo:
         log.info("%s: nothing to do (%d shards complete)", out, len(manifest.shards))
-        return Manifest.load(out)
-    ids = np.concatenate([np.arange(*manifest.shard_range(k), dtype=np.int64) for k in todo])
-    for k in todo:
-        _remove_stale_temporaries(out, k)
-    with _ShardWriter(out, manifest) as writer:
-        _run(source, teacher, ids, manifest, writer, batch_size, flip, skip_bad, progress)
-    return Manifest.load(out)
+    else:
+        ids = np.concatenate([np.arange(*manifest.shard_range(k), dtype=np.int64) for k in todo])
+        for k in todo:
+            _remove_stale_temporaries(out, k)
+        with _ShardWriter(out, manifest) as writer:
+            _run(source, teacher, ids, manifest, writer, batch_size, flip, skip_bad, progress)
+    manifest = Manifest.load(out)
+    if condition is not None and manifest.is_complete() and (
+            todo or manifest.conditioning.get("mode") != condition):
+        from distill.store.conditioning import fit_conditioning
+
+        manifest = fit_conditioning(out, condition)
+    return manifest
 
 
 def _open_manifest(out: Path, source, teacher, dtype, flip, shard_size, overwrite) -> Manifest:
@@ -102,6 +110,10 @@ def _reconcile(out: Path, manifest: Manifest) -> None:
         if not (out / name).is_file():
             del manifest.shards[name]
             changed = True
+    if changed and manifest.conditioning.get("mode", "none") != "none":
+        log.warning("%s: shards are redone, so the %s conditioning fitted on the old ones is dropped; "
+                    "fit it again (`distill store condition`)", out, manifest.conditioning["mode"])
+        manifest.conditioning = {"mode": "none"}
     for k in range(manifest.num_shards):
         name = shard_name(k)
         if name in manifest.shards or not (out / name).is_file():
@@ -122,9 +134,11 @@ def _reconcile(out: Path, manifest: Manifest) -> None:
 
 
 def _clear_store(out: Path) -> None:
+    from distill.store.conditioning import FILE_NAME
+
     for path in out.glob("shard-*.h5*"):
         path.unlink()
-    for name in (MANIFEST_NAME, LISTING_NAME):
+    for name in (MANIFEST_NAME, LISTING_NAME, FILE_NAME):
         if (out / name).exists():
             (out / name).unlink()
 

@@ -151,11 +151,12 @@ def balanced_order(sample_ids: np.ndarray, labels: np.ndarray, batch_size: int, 
 
 def training_dataset(source, sample_ids: np.ndarray, batch_size: int, seed: int, epoch: int,
                      augment: str = "flip", targets: TeacherTargets | None = None,
-                     num_parallel_calls: int = -1, per_identity: int = 0):
+                     num_parallel_calls: int = -1, per_identity: int = 0, labels=None):
     """One epoch of batches ``{"image", "label", "sample_id", "flipped"[, "teacher"]}``.
 
     ``image`` is normalised float32 (``preprocess.normalize``); incomplete last batches are
-    dropped so every step has the same shape.
+    dropped so every step has the same shape. ``labels`` (by sample_id; −1 = unlabelled)
+    replaces ``source.labels``, e.g. after rare classes were unlabelled for training.
     """
     import tensorflow as tf
 
@@ -164,9 +165,10 @@ def training_dataset(source, sample_ids: np.ndarray, batch_size: int, seed: int,
     augment_fn = AUGMENTATIONS[augment]
     parallel = input_parallelism(num_parallel_calls or -1)
     sample_ids = np.asarray(sample_ids, dtype=np.int64)
-    order = (balanced_order(sample_ids, source.labels, batch_size, per_identity, seed, epoch)
+    labels = np.asarray(source.labels if labels is None else labels, dtype=np.int64)
+    order = (balanced_order(sample_ids, labels, batch_size, per_identity, seed, epoch)
              if per_identity else epoch_order(sample_ids, seed, epoch))
-    labels = tf.constant(source.labels, dtype=tf.int64)
+    labels = tf.constant(labels, dtype=tf.int64)
 
     def load(sample_id, data):  # per image: decode and augment (uint8)
         image = decode_and_resize(data)

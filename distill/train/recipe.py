@@ -26,6 +26,7 @@ class DataConfig:
     store: str | None = None        # teacher embedding store (None: no distillation)
     eval: list = field(default_factory=list)   # verification .bin files
     augment: str = "flip"           # registry name in distill.train.pipeline.AUGMENTATIONS
+    min_class_images: int = 1       # classes with fewer images are unlabelled (distillation only)
     num_parallel_reads: int = -1    # decode threads; -1: AUTOTUNE with a GPU, cores/4 on CPU
 
 
@@ -74,6 +75,7 @@ class StageConfig:
     distill_weight: float | None = None
     triplet_weight: float | None = None
     center_weight: float | None = None
+    weights: dict | None = None     # term name → weight (classification, distill, or a terms.* name)
     bottleneck_only: bool | None = None
 
 
@@ -90,6 +92,7 @@ class TrainConfig:
     sync_bn: bool = True            # BN statistics over the global batch when replicated
     mixed_precision: bool = False   # student in float16 compute; classifier and losses float32
     images_per_identity: int = 4    # K of balanced N×K batches, used when a triplet term is on
+    gradient_stats: bool = True     # log each term's gradient norm and cosine vs classification
 
 
 @dataclass
@@ -104,6 +107,7 @@ class Recipe:
     distill: dict = field(default_factory=lambda: {"name": "l2", "weight": 0.0})
     triplet: dict = field(default_factory=lambda: {"name": "triplet_batch_hard", "weight": 0.0})
     center: dict = field(default_factory=lambda: {"name": "center", "weight": 0.0})
+    terms: dict = field(default_factory=dict)   # further terms: name → {name: <loss>, weight, ...}
     train: TrainConfig = field(default_factory=TrainConfig)
     stages: list[StageConfig] = field(default_factory=list)
 
@@ -135,7 +139,83 @@ def recipe_from_dict(raw: dict, where: str = "recipe") -> Recipe:
             raise RecipeError(f"{where}: stages.{index}.epochs is required and must be ≥ 1")
     if not recipe.data.train:
         raise RecipeError(f"{where}: data.train (the training images) is required")
+    _check_terms(recipe, where)
     return recipe
+
+
+def _check_terms(recipe: Recipe, where: str) -> None:
+    """Every loss term: a registered loss of the right kind, known parameters, weight ≥ 0;
+    stage ``weights`` name existing terms."""
+    from distill import losses
+    from distill.losses.objective import NAMED_TERMS
+
+    sections = {"loss": ("classification", recipe.loss), "distill": ("distill", recipe.distill),
+                "triplet": ("triplet", recipe.triplet), "center": ("center", recipe.center)}
+    sections.update({f"terms.{k}": (None, v) for k, v in recipe.terms.items()})
+    for place, (label, config) in sections.items():
+        if not isinstance(config, dict):
+            raise RecipeError(f"{where}: {place} must be a mapping, got {config!r}")
+        if label in NAMED_TERMS:
+            kind, default = NAMED_TERMS[label]
+        else:
+            kind, default = None, None
+            if place.split(".", 1)[1] in NAMED_TERMS:
+                raise RecipeError(f"{where}: {place}: '{place.split('.', 1)[1]}' is a section of its own")
+        _check_term(config, kind, default, where, place)
+    labels = ["classification", "distill", "triplet", "center", *recipe.terms]
+    for index, stage in enumerate(recipe.stages):
+        if stage.loss is not None and "name" in stage.loss:
+            _check_term(stage.loss, "classification", None, where, f"stages.{index}.loss")
+        elif stage.loss is not None:
+            _check_term({**recipe.loss, **stage.loss}, "classification", None, where, f"stages.{index}.loss")
+        for key, value in (stage.weights or {}).items():
+            if key not in labels:
+                close = difflib.get_close_matches(str(key), labels, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else f"; terms: {', '.join(labels)}"
+                raise RecipeError(f"{where}: stages.{index}.weights.{key} is not a term{hint}")
+            _check_weight(value, where, f"stages.{index}.weights.{key}")
+        for key in ("distill_weight", "triplet_weight", "center_weight"):
+            if getattr(stage, key) is not None:
+                _check_weight(getattr(stage, key), where, f"stages.{index}.{key}")
+
+
+def _check_weight(value, where, place) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise RecipeError(f"{where}: {place} must be a number ≥ 0, got {value!r}")
+
+
+def _check_term(config: dict, kind, default, where: str, place: str) -> None:
+    from distill import losses
+
+    params = dict(config)
+    if "weight" in params:
+        if isinstance(params["weight"], str):
+            try:
+                params["weight"] = float(params["weight"])
+            except ValueError:
+                pass
+        _check_weight(params.pop("weight"), where, f"{place}.weight")
+    name = params.pop("name", default)
+    if name is None:
+        raise RecipeError(f"{where}: {place}.name is required (a loss from `distill losses list`)")
+    if name not in losses.available():
+        names = [n for n, s in losses.available().items() if kind is None or s.kind == kind]
+        close = difflib.get_close_matches(str(name), names, n=2, cutoff=0.5)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise RecipeError(f"{where}: {place}.name: unknown {kind or ''} loss '{name}'{hint}; "
+                          f"valid: {', '.join(names)}".replace("  ", " "))
+    loss_spec = losses.spec(name)
+    valid = ["name", "weight", *loss_spec.defaults]
+    for key in params:
+        if key not in loss_spec.defaults:
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise RecipeError(f"{where}: {place}: loss '{name}' has no parameter '{key}'{hint}; "
+                              f"valid: {', '.join(valid)}")
+    if kind is not None and loss_spec.kind != kind:
+        valid = ", ".join(n for n, s in losses.available().items() if s.kind == kind)
+        raise RecipeError(f"{where}: {place}.name '{name}' is a {loss_spec.kind} loss, not "
+                          f"{kind}; valid: {valid}")
 
 
 def save_recipe(recipe: Recipe, path) -> None:

@@ -1,8 +1,10 @@
 """Resolve recipe stages: each stage inherits every unset setting from the one before it
-(and the first from the recipe's top-level ``loss``/``distill``/``triplet``/``center``)."""
+(and the first from the recipe's top-level ``loss``/``distill``/``triplet``/``center``/``terms``)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+SECTIONS = ("distill", "triplet", "center")
 
 
 @dataclass(frozen=True)
@@ -11,23 +13,46 @@ class ResolvedStage:
     first_epoch: int          # global epoch index (0-based) where the stage starts
     epochs: int
     lr: float
-    loss: dict                # {name, **params}
+    loss: dict                # classification term {name, weight (default 1), **params}
     distill: dict             # {name, weight, **params}
     triplet: dict
     center: dict
     bottleneck_only: bool
+    terms: dict = field(default_factory=dict)   # further terms: name → {name, weight, **params}
 
     @property
     def end_epoch(self) -> int:
         return self.first_epoch + self.epochs
 
+    def term_configs(self) -> dict:
+        """Every term's config by name (weights included)."""
+        return {"classification": self.loss, "distill": self.distill, "triplet": self.triplet,
+                "center": self.center, **self.terms}
+
+    def weight(self, label: str) -> float:
+        """The weight of term ``label`` in this stage (0 when off). The classification term
+        and ``terms`` entries default to 1, the ``distill``/``triplet``/``center`` sections to 0."""
+        default = 0.0 if label in SECTIONS else 1.0
+        return float(self.term_configs().get(label, {}).get("weight", default) or 0.0)
+
+    def kinds_on(self) -> set:
+        """Kinds of the terms with a weight > 0 (classification, metric, distillation)."""
+        from distill import losses
+
+        defaults = {"distill": "l2", "triplet": "triplet_batch_hard", "center": "center"}
+        return {losses.spec(config.get("name", defaults.get(label))).kind
+                for label, config in self.term_configs().items() if self.weight(label) > 0}
+
+    @property
+    def uses_teacher(self) -> bool:
+        return "distillation" in self.kinds_on()
+
     def objective_spec(self) -> dict:
         """Arguments for :func:`distill.losses.objective.build_objective`."""
         return {
             "classification": dict(self.loss),
-            "distill": dict(self.distill) if self.distill.get("weight") else None,
-            "triplet": dict(self.triplet) if self.triplet.get("weight") else None,
-            "center": dict(self.center) if self.center.get("weight") else None,
+            **{name: dict(getattr(self, name)) if self.weight(name) else None for name in SECTIONS},
+            "terms": {k: dict(v) for k, v in self.terms.items() if self.weight(k)},
         }
 
 
@@ -36,25 +61,30 @@ DEFAULT_LR = 0.1
 
 def resolve_stages(recipe) -> list[ResolvedStage]:
     resolved = []
-    lr, loss = DEFAULT_LR, dict(recipe.loss)
-    distill, triplet, center = dict(recipe.distill), dict(recipe.triplet), dict(recipe.center)
-    bottleneck_only, first = False, 0
+    lr, bottleneck_only, first = DEFAULT_LR, False, 0
+    current = {"classification": dict(recipe.loss), "distill": dict(recipe.distill),
+               "triplet": dict(recipe.triplet), "center": dict(recipe.center),
+               **{k: dict(v) for k, v in recipe.terms.items()}}
     for index, stage in enumerate(recipe.stages):
         lr = stage.lr if stage.lr is not None else lr
+        loss = current["classification"]
         if stage.loss is not None:
-            loss = dict(stage.loss) if "name" in stage.loss else {**loss, **stage.loss}
+            keep = {"weight": loss["weight"]} if "weight" in loss else {}
+            loss = {**keep, **stage.loss} if "name" in stage.loss else {**loss, **stage.loss}
         if stage.scale is not None:
             loss = {**loss, "scale": stage.scale}
-        if stage.distill_weight is not None:
-            distill = {**distill, "weight": stage.distill_weight}
-        if stage.triplet_weight is not None:
-            triplet = {**triplet, "weight": stage.triplet_weight}
-        if stage.center_weight is not None:
-            center = {**center, "weight": stage.center_weight}
+        current["classification"] = loss
+        shortcuts = {"distill": stage.distill_weight, "triplet": stage.triplet_weight,
+                     "center": stage.center_weight}
+        weights = {**{k: v for k, v in shortcuts.items() if v is not None}, **(stage.weights or {})}
+        for label, weight in weights.items():
+            current[label] = {**current[label], "weight": weight}
         if stage.bottleneck_only is not None:
             bottleneck_only = stage.bottleneck_only
-        resolved.append(ResolvedStage(index, first, stage.epochs, float(lr), loss, distill,
-                                      triplet, center, bool(bottleneck_only)))
+        resolved.append(ResolvedStage(
+            index, first, stage.epochs, float(lr), current["classification"], current["distill"],
+            current["triplet"], current["center"], bool(bottleneck_only),
+            {k: current[k] for k in recipe.terms}))
         first += stage.epochs
     return resolved
 

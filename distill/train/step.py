@@ -45,27 +45,43 @@ def make_strategy(name: str, devices=()):
 
 
 def make_train_step(strategy, model, classifier, objective, optimizer, variables, decay,
-                    mixed_precision: bool = False):
-    """``step(distributed batch) → {term: scalar}`` (terms averaged over replicas)."""
+                    mixed_precision: bool = False, gradient_stats: bool = True):
+    """``step(distributed batch) → {term: scalar}`` (terms averaged over replicas).
+
+    With ``gradient_stats``, each term's gradient with respect to the batch embeddings (cheap:
+    it runs back through the loss only, not the network) is compared with the classification
+    term's: ``grad/<term>`` = ‖∂(w·term)/∂e‖ ÷ ‖∂classification/∂e‖ and ``gradcos/<term>`` =
+    their cosine, so a term that drowns or fights classification shows in the logs. Without a
+    classification term the ratios are taken against the first term.
+    """
     import tensorflow as tf
 
     replicas = strategy.num_replicas_in_sync
+    labels_of_terms = [term.label for term in objective.terms]
+    reference = labels_of_terms[0] if labels_of_terms else None
+    use_classifier = classifier is not None and objective.has("classification")
 
     def replica_step(batch):
-        with tf.GradientTape() as tape:
+        with tf.GradientTape(persistent=gradient_stats) as tape:
             embeddings = tf.cast(model(batch["image"], training=True), tf.float32)
-            cosine = classifier(embeddings)
-            terms = objective(batch["label"], cosine, embeddings,
-                              teacher_embeddings=batch.get("teacher"),
-                              norms=tf.norm(embeddings, axis=1))
-            loss = terms["total"] / replicas
+            cosine = classifier(embeddings) if use_classifier else None
+            values = objective.term_values(batch["label"], cosine, embeddings,
+                                           teacher_embeddings=batch.get("teacher"),
+                                           norms=tf.norm(embeddings, axis=1))
+            total = objective.total(values)
+            loss = total / replicas
             if mixed_precision:
                 loss = optimizer.scale_loss(loss + decay.penalty(variables) / replicas)
         gradients = tape.gradient(loss, variables)
+        gradients = [tf.zeros_like(v) if g is None else g for g, v in zip(gradients, variables)]
         if not mixed_precision:
             gradients = decay(gradients, variables, scale=1.0 / replicas)
         optimizer.apply_gradients(zip(gradients, variables))
-        return terms
+        out = {"total": total, **values}
+        if gradient_stats and len(labels_of_terms) > 1:
+            out.update(_gradient_stats(tape, objective, values, embeddings, reference))
+        del tape
+        return out
 
     @tf.function(reduce_retracing=True)
     def step(batch):
@@ -74,3 +90,25 @@ def make_train_step(strategy, model, classifier, objective, optimizer, variables
                 for name, value in per_replica.items()}
 
     return step
+
+
+def _gradient_stats(tape, objective, values, embeddings, reference) -> dict:
+    """``grad/<term>`` and ``gradcos/<term>`` of each weighted term against ``reference``."""
+    import tensorflow as tf
+
+    def flat_gradient(term):
+        gradient = tape.gradient(values[term.label], embeddings)
+        return tf.zeros([tf.size(embeddings)]) if gradient is None else term.weight * tf.reshape(gradient, [-1])
+
+    first = next(term for term in objective.terms if term.label == reference)
+    base = flat_gradient(first)
+    base_norm = tf.norm(base)
+    out = {}
+    for term in objective.terms:
+        if term.label == reference:
+            continue
+        gradient = flat_gradient(term)
+        norm = tf.norm(gradient)
+        out[f"grad/{term.label}"] = norm / tf.maximum(base_norm, 1e-12)
+        out[f"gradcos/{term.label}"] = tf.reduce_sum(gradient * base) / tf.maximum(norm * base_norm, 1e-12)
+    return out

@@ -81,6 +81,10 @@ class Trainer:
         self.sample_ids = np.arange(len(self.source), dtype=np.int64)
         if self.targets is not None:
             self.sample_ids = self.sample_ids[self.targets.present]
+        self.labels, self.num_classes = training_labels(self.source.labels, self.sample_ids,
+                                                        recipe.data.min_class_images)
+        self.labelled_ids = self.sample_ids[self.labels[self.sample_ids] >= 0]
+        self._check_labels()
         if len(self.sample_ids) < recipe.train.batch_size:
             raise TrainingError(f"{recipe.data.train}: {len(self.sample_ids)} images, fewer than "
                                 f"one batch of {recipe.train.batch_size}")
@@ -101,9 +105,11 @@ class Trainer:
                 cfg.backbone, embedding_size=cfg.embedding_size, output_layer=cfg.output_layer,
                 dropout=cfg.dropout, bn_momentum=cfg.bn_momentum, bn_epsilon=cfg.bn_epsilon,
                 activation=cfg.activation, **width)
-            self.classifier = CosineClassifier(self.source.num_classes, sub_centers=cfg.sub_centers,
-                                               name="classifier")
-            self.classifier.build((None, cfg.embedding_size))
+            self.classifier = None
+            if any(stage.weight("classification") > 0 for stage in self.stages):
+                self.classifier = CosineClassifier(self.num_classes, sub_centers=cfg.sub_centers,
+                                                   name="classifier")
+                self.classifier.build((None, cfg.embedding_size))
         if self.strategy.num_replicas_in_sync > 1 and recipe.train.sync_bn:
             from distill.models.registry import set_bn_synchronized
 
@@ -111,14 +117,30 @@ class Trainer:
         keras.mixed_precision.set_global_policy("float32")  # only the student is mixed
         self.eval_sets = self._load_eval_sets()
 
+    def _check_labels(self) -> None:
+        unlabelled = len(self.sample_ids) - len(self.labelled_ids)
+        for stage in self.stages:
+            kinds = stage.kinds_on()
+            if "metric" in kinds and unlabelled:
+                raise TrainingError(f"stage {stage.index}: metric terms (triplet, center) need every "
+                                    f"sample labelled, but {unlabelled} are not (data.min_class_images "
+                                    f"or unlabelled rows in {self.recipe.data.train})")
+            if kinds & {"classification", "metric"} and self.num_classes < 2:
+                raise TrainingError(f"stage {stage.index}: a classification term needs at least two "
+                                    f"labelled classes; {self.recipe.data.train} has {self.num_classes} "
+                                    f"(set its weight to 0 for distillation alone)")
+        if unlabelled:
+            log.info("%d of %d samples are unlabelled: only distillation terms see them",
+                     unlabelled, len(self.sample_ids))
+
     def _load_targets(self):
         from distill.store import Store
         from distill.train.pipeline import TeacherTargets
 
-        uses_distill = any(stage.distill.get("weight") for stage in self.stages)
+        uses_teacher = any(stage.uses_teacher for stage in self.stages)
         if not self.recipe.data.store:
-            if uses_distill:
-                raise TrainingError("a stage has distill weight > 0 but data.store is not set")
+            if uses_teacher:
+                raise TrainingError("a stage has a distillation term with weight > 0 but data.store is not set")
             return None
         return TeacherTargets(Store(self.recipe.data.store), self.source).build()
 
@@ -136,7 +158,8 @@ class Trainer:
                           for v in layer.trainable_variables]
         else:
             model_vars = list(self.model.trainable_variables)
-        return model_vars + list(self.classifier.trainable_variables) + list(objective.trainable_variables)
+        classifier_vars = list(self.classifier.trainable_variables) if self.classifier is not None else []
+        return model_vars + classifier_vars + list(objective.trainable_variables)
 
     def _build_stage(self, stage: ResolvedStage, previous_optimizer=None):
         from distill.losses.objective import build_objective
@@ -149,7 +172,7 @@ class Trainer:
         opt_cfg, mixed = self.recipe.optimizer, self.recipe.train.mixed_precision
         with self.strategy.scope():
             objective = build_objective(**stage.objective_spec()).build(
-                num_classes=self.source.num_classes, embedding_dim=self.recipe.model.embedding_size,
+                num_classes=self.num_classes, embedding_dim=self.recipe.model.embedding_size,
                 teacher_dim=self.targets.dim if self.targets is not None else None)
             variables = self._stage_variables(stage, objective)
             optimizer = build_optimizer(opt_cfg, stage.lr)
@@ -160,10 +183,10 @@ class Trainer:
             copy_state(previous_optimizer.variables, optimizer.variables)
         optimizer.learning_rate.assign(stage.lr)
         wd = 0.0 if opt_cfg.name in DECOUPLED else opt_cfg.weight_decay
-        decay = GradientWeightDecay(wd, variables, self.classifier.trainable_variables,
-                                    opt_cfg.classifier_wd_mult)
+        classifier_vars = self.classifier.trainable_variables if self.classifier is not None else []
+        decay = GradientWeightDecay(wd, variables, classifier_vars, opt_cfg.classifier_wd_mult)
         step = make_train_step(self.strategy, self.model, self.classifier, objective, optimizer,
-                               variables, decay, mixed)
+                               variables, decay, mixed, self.recipe.train.gradient_stats)
         return objective, optimizer, step
 
     # ------------------------------------------------------------------ run
@@ -222,6 +245,7 @@ class Trainer:
             meta.plugin_data.plugin_name = "scalars"
             self._scalar_meta = meta.SerializeToString()
         scalars = {"lr": record["lr"], **{f"loss/{k}": v for k, v in record["loss"].items()},
+                   **record.get("gradients", {}),
                    **{f"eval/{k}": m["accuracy"] for k, m in record["eval"].items()}}
         with self._writer.as_default():
             for tag, value in scalars.items():
@@ -232,7 +256,7 @@ class Trainer:
     def _checkpoint_groups(self, objective, optimizer) -> dict:
         return {
             "model": list(self.model.variables),
-            "classifier": list(self.classifier.variables),
+            "classifier": list(self.classifier.variables) if self.classifier is not None else [],
             "objective": list(getattr(objective, "variables", objective.trainable_variables)),
             "optimizer": list(optimizer.variables),
         }
@@ -244,14 +268,16 @@ class Trainer:
         from distill.train.schedules import learning_rate
 
         recipe = self.recipe
-        dataset = training_dataset(self.source, self.sample_ids, recipe.train.batch_size,
+        ids = self.sample_ids if stage.uses_teacher else self.labelled_ids
+        dataset = training_dataset(self.source, ids, recipe.train.batch_size,
                                    recipe.seed, epoch, recipe.data.augment,
-                                   self.targets if stage.distill.get("weight") else None,
+                                   self.targets if stage.uses_teacher else None,
                                    recipe.data.num_parallel_reads,
-                                   recipe.train.images_per_identity if stage.triplet.get("weight") else 0)
+                                   recipe.train.images_per_identity if stage.weight("triplet") else 0,
+                                   labels=self.labels)
         if self.strategy.num_replicas_in_sync > 1:
             dataset = self.strategy.experimental_distribute_dataset(dataset)
-        steps = len(self.sample_ids) // recipe.train.batch_size
+        steps = len(ids) // recipe.train.batch_size
         sums: dict[str, float] = {}
         started = time.time()
         bar = tqdm(dataset, total=steps, desc=f"epoch {epoch + 1}/{recipe.total_epochs}",
@@ -274,9 +300,13 @@ class Trainer:
             every = recipe.train.eval_every_steps
             if every and (global_step + 1) % every == 0 and index + 1 < steps:
                 step_evals.append({"step": global_step + 1, "eval": self._evaluate()})
+        means = {k: v / max(index + 1, 1) for k, v in sums.items()}
         record = {"epoch": epoch + 1, "stage": stage.index, "lr": first_lr,
-                  "loss": {k: v / max(index + 1, 1) for k, v in sums.items()}, "steps": index + 1,
-                  "seconds": round(time.time() - started, 2)}
+                  "loss": {k: v for k, v in means.items() if not k.startswith("grad")},
+                  "steps": index + 1, "seconds": round(time.time() - started, 2)}
+        grads = {k: v for k, v in means.items() if k.startswith("grad")}
+        if grads:
+            record["gradients"] = grads
         if step_evals:
             record["step_evals"] = step_evals
         return record
@@ -306,7 +336,21 @@ class Trainer:
         return best
 
 
+def training_labels(labels: np.ndarray, sample_ids: np.ndarray, min_class_images: int = 1):
+    """``(labels by sample_id, number of classes)`` for training: classes with fewer than
+    ``min_class_images`` of ``sample_ids`` become unlabelled (−1), the others are numbered
+    0…C−1 in their original order; samples already unlabelled (−1) stay so."""
+    labels = np.asarray(labels, dtype=np.int64)
+    counts = np.bincount(labels[sample_ids][labels[sample_ids] >= 0], minlength=max(int(labels.max()) + 1, 1))
+    kept = np.flatnonzero(counts >= max(int(min_class_images), 1))
+    mapping = np.full(counts.size + 1, -1, dtype=np.int64)   # last entry: label −1 stays −1
+    mapping[kept] = np.arange(kept.size)
+    return mapping[np.where(labels >= 0, labels, counts.size)], int(kept.size)
+
+
 def _summary(record: dict) -> str:
     loss = " ".join(f"{k}={v:.4f}" for k, v in record["loss"].items())
+    ratios = " ".join(f"{k}={v:.3g}" for k, v in record.get("gradients", {}).items())
+    loss = f"{loss} {ratios}".strip()
     evals = " ".join(f"{k}={v['accuracy']:.4f}" for k, v in record["eval"].items())
     return f"lr={record['lr']:g} {loss} {evals}".strip()
