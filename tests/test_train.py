@@ -51,7 +51,8 @@ def test_train_cli_writes_run_and_lowers_loss(orl_setup, tmp_path, cli):
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
     assert history[-1]["loss"]["total"] < history[0]["loss"]["total"]
     assert history[-1]["loss"]["distill"] < history[0]["loss"]["distill"]
-    assert set(history[0]["eval"]["heldout"]) == {"accuracy", "accuracy_std", "threshold"}
+    assert set(history[0]["eval"]["heldout"]) == {"accuracy", "accuracy_std", "threshold", "accuracy_exact",
+                                                  "threshold_exact", "tar_at_far_1e-3", "auc"}
     assert [e["step"] for e in history[1]["step_evals"]] == [4, 5]     # 3 steps/epoch
     assert "heldout" in history[1]["step_evals"][0]["eval"]
     saved = yaml.safe_load((run / "recipe.yaml").read_text())

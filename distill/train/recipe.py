@@ -27,6 +27,7 @@ class DataConfig:
     eval: list = field(default_factory=list)   # verification .bin files
     augment: str = "flip"           # registry name in distill.train.pipeline.AUGMENTATIONS
     min_class_images: int = 1       # classes with fewer images are unlabelled (distillation only)
+    use_unlabeled: bool = True      # false: unlabelled samples are not trained on at all
     num_parallel_reads: int = -1    # decode threads; -1: AUTOTUNE with a GPU, cores/4 on CPU
 
 

@@ -23,6 +23,11 @@ from distill.utils import atomic_write_json, set_seed
 log = logging.getLogger(__name__)
 
 
+#: metrics of each evaluation set kept in history.json
+EVAL_KEYS = ("accuracy", "accuracy_std", "threshold", "accuracy_exact", "threshold_exact",
+             "tar_at_far_1e-3", "auc")
+
+
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. a NaN loss); the message says where and why."""
 
@@ -268,7 +273,7 @@ class Trainer:
         from distill.train.schedules import learning_rate
 
         recipe = self.recipe
-        ids = self.sample_ids if stage.uses_teacher else self.labelled_ids
+        ids = self.sample_ids if stage.uses_teacher and recipe.data.use_unlabeled else self.labelled_ids
         dataset = training_dataset(self.source, ids, recipe.train.batch_size,
                                    recipe.seed, epoch, recipe.data.augment,
                                    self.targets if stage.uses_teacher else None,
@@ -303,7 +308,8 @@ class Trainer:
         means = {k: v / max(index + 1, 1) for k, v in sums.items()}
         record = {"epoch": epoch + 1, "stage": stage.index, "lr": first_lr,
                   "loss": {k: v for k, v in means.items() if not k.startswith("grad")},
-                  "steps": index + 1, "seconds": round(time.time() - started, 2)}
+                  "steps": index + 1, "seconds": round(time.time() - started, 2),
+                  "params": int(self.model.count_params())}
         grads = {k: v for k, v in means.items() if k.startswith("grad")}
         if grads:
             record["gradients"] = grads
@@ -319,8 +325,8 @@ class Trainer:
         embed_fn = keras_embed_fn(self.model, batch_size=self.recipe.train.eval_batch_size)
         results = evaluate_sets(embed_fn, self.eval_sets, batch_size=self.recipe.train.eval_batch_size,
                                 flip=self.recipe.train.eval_flip)
-        keep = ("accuracy", "accuracy_std", "threshold")
-        return {name: {k: float(metrics[k]) for k in keep} for name, metrics in results.items()}
+        return {name: {k: float(metrics[k]) for k in EVAL_KEYS if k in metrics}
+                for name, metrics in results.items()}
 
     def _keep_best(self, record: dict, best: dict | None) -> dict | None:
         evals = record["eval"]
