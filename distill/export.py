@@ -28,9 +28,10 @@ import numpy as np
 from distill.data.images import _first_line
 from distill.data.preprocess import MEAN, STD, normalize
 from distill.data.sources import IMAGE_EXTENSIONS
+from distill.registry import Registry
 
-EXPORTERS: dict[str, Callable] = {}
-RUNNERS: dict[str, Callable] = {}
+EXPORTERS = Registry("export format", skip=("serving", "out", "calibration"))
+RUNNERS = Registry("exported model format", skip=("path", "threads"))
 DIRECTORY_FORMATS = {"savedmodel"}
 CALIBRATED_FORMATS = {"tflite-int8"}
 DEFAULT_PARITY_DIR = Path(__file__).resolve().parent / "demo_data" / "orl_faces"
@@ -67,21 +68,18 @@ class ExportReport:
                 f"(median of {self.latency_runs})")
 
 
-def _register(table: dict, *names: str):
-    def decorate(fn):
-        table.update(dict.fromkeys(names, fn))
-        return fn
-    return decorate
-
-
 def register_exporter(name: str):
     """Decorator: ``fn(serving, out, calibration, **options)`` writes format ``name`` to ``out``."""
-    return _register(EXPORTERS, name)
+    return EXPORTERS.register(name)
 
 
 def register_runner(*names: str):
     """Decorator: ``fn(path, threads)`` → callable ``uint8 batch → embeddings`` for these formats."""
-    return _register(RUNNERS, *names)
+    def decorate(fn):
+        for name in names:
+            RUNNERS.register(name, fn)
+        return fn
+    return decorate
 
 
 # --------------------------------------------------------------------------- serving graph
@@ -274,7 +272,7 @@ def run_onnx(path, threads=None):
 def load_exported(path, fmt: str, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """A callable running an exported model: uint8 ``[B, H, W, 3]`` (or one image) → embeddings."""
     if fmt not in RUNNERS:
-        raise ExportError(f"unknown format {fmt!r}; available: {', '.join(sorted(RUNNERS))}")
+        raise ExportError(str(RUNNERS.unknown(fmt)))
     if not Path(path).exists():
         raise ExportError(f"{path}: exported model does not exist")
     return RUNNERS[fmt](Path(path), threads)
@@ -408,7 +406,7 @@ def export_model(model_path, fmt: str, out, resize: bool = False, calibration=No
     ``calibration``, on the bundled ORL demo faces). ``options`` go to the exporter (onnx: ``opset``).
     """
     if fmt not in EXPORTERS:
-        raise ExportError(f"unknown export format {fmt!r}; available: {', '.join(sorted(EXPORTERS))}")
+        raise ExportError(str(EXPORTERS.unknown(fmt, "--format")))
     if fmt in CALIBRATED_FORMATS and calibration is None:
         raise ExportError(f"{fmt} needs calibration images: pass --calibration DIR (images like the deployment's)")
     serving = Serving(_load_keras(model_path), resize=resize)

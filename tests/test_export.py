@@ -178,6 +178,6 @@ def test_errors_name_the_problem(student, tmp_path, monkeypatch):
     with pytest.raises(ExportError, match=r"needs tf2onnx: pip install 'distill\[onnx\]'"):
         export_model(student[0], "onnx", tmp_path / "x.onnx")
     assert not (tmp_path / "x.onnx").exists() and not list(tmp_path.glob(".x.onnx*"))
-    with pytest.raises(ExportError, match="unknown format"):
+    with pytest.raises(ExportError, match="unknown exported model format"):
         load_exported(tmp_path / "x", "caffe")
     assert set(EXPORTERS) == set(RUNNERS) == {"savedmodel", "tflite", "tflite-fp16", "tflite-int8", "onnx"}

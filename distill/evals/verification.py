@@ -201,11 +201,10 @@ def model_embed_fn(spec, batch_size: int = 128):
     """A uint8 ``embed_fn`` for any model a teacher can be: a Keras file or SavedModel (run with
     the project's normalisation), or an ONNX, TFLite or plugin ``module:function`` model (run by
     its :mod:`teachers` loader with its declared preprocessing)."""
-    from teachers import TEACHER_LOADERS
+    from teachers import teacher_kind
 
     spec = str(spec)
-    if TEACHER_LOADERS["keras"][0](spec) and not any(
-            predicate(spec) for name, (predicate, _) in TEACHER_LOADERS.items() if name != "keras"):
+    if teacher_kind(spec) == "keras":
         return keras_embed_fn(load_embedding_model(spec), batch_size=batch_size)
     from teachers import load_teacher
 

@@ -6,14 +6,10 @@ can have its ReLUs swapped for PReLUs (``activation="prelu"``) as InsightFace mo
 """
 from __future__ import annotations
 
-from distill.registry import registrar
+from distill.registry import Registry
 
-from typing import Callable
-
-BACKBONES: dict[str, Callable] = {}
-
-
-register_backbone = registrar(BACKBONES)
+BACKBONES = Registry("backbone", skip=("input_shape",))
+register_backbone = BACKBONES.register
 
 
 @register_backbone("mobilenet")
@@ -67,9 +63,7 @@ def relu_to_prelu(model):
 
 
 def build_backbone(name: str, input_shape=(112, 112, 3), activation: str = "relu", **params):
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(sorted(BACKBONES))}")
-    model = BACKBONES[name](input_shape=input_shape, **params)
+    model = BACKBONES.build(name, input_shape=input_shape, place="model.backbone", **params)
     if activation == "prelu":
         return relu_to_prelu(model)
     if activation != "relu":

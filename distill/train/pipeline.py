@@ -7,20 +7,16 @@ TF's stateless RNG, so an interrupted and resumed run sees exactly the same batc
 """
 from __future__ import annotations
 
-from distill.registry import registrar
-
-from typing import Callable
-
 import numpy as np
 
 from distill.data.images import decode_and_resize, input_parallelism
 from distill.data.preprocess import normalize
 
+from distill.registry import Registry  # noqa: E402
+
 #: name → function(image uint8 [H,W,3], seed [2] int) → (image uint8, flipped bool)
-AUGMENTATIONS: dict[str, Callable] = {}
-
-
-register_augmentation = registrar(AUGMENTATIONS)
+AUGMENTATIONS = Registry("augmentation", skip=("image", "seed"))
+register_augmentation = AUGMENTATIONS.register
 
 
 def _random_flip(image, seed):
@@ -160,9 +156,7 @@ def training_dataset(source, sample_ids: np.ndarray, batch_size: int, seed: int,
     """
     import tensorflow as tf
 
-    if augment not in AUGMENTATIONS:
-        raise ValueError(f"unknown augmentation {augment!r}; available: {', '.join(AUGMENTATIONS)}")
-    augment_fn = AUGMENTATIONS[augment]
+    augment_fn = AUGMENTATIONS.builder(augment, "data.augment")
     parallel = input_parallelism(num_parallel_calls or -1)
     sample_ids = np.asarray(sample_ids, dtype=np.int64)
     labels = np.asarray(source.labels if labels is None else labels, dtype=np.int64)

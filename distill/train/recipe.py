@@ -141,7 +141,9 @@ def recipe_from_dict(raw: dict, where: str = "recipe") -> Recipe:
     if not recipe.data.train:
         raise RecipeError(f"{where}: data.train (the training images) is required")
     _check_terms(recipe, where)
-    return recipe
+    from distill.train.checks import check_recipe
+
+    return check_recipe(recipe, where)
 
 
 def _check_terms(recipe: Recipe, where: str) -> None:

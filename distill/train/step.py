@@ -7,13 +7,11 @@ loss as ``wd/2·Σ mult·‖w‖²`` instead (same gradient), so that loss scali
 """
 from __future__ import annotations
 
-from distill.registry import registrar
+from distill.registry import Registry
 
 #: name → f(devices) → tf.distribute.Strategy (``devices``: [] = every GPU)
-STRATEGIES = {}
-
-
-register_strategy = registrar(STRATEGIES)
+STRATEGIES = Registry("distribution strategy", skip=("devices",))
+register_strategy = STRATEGIES.register
 
 
 @register_strategy("none")
@@ -35,13 +33,11 @@ def _auto_strategy(devices):
     import tensorflow as tf
 
     several = len(devices) > 1 or len(tf.config.list_logical_devices("GPU")) > 1
-    return STRATEGIES["mirrored" if several else "none"](devices)
+    return STRATEGIES.builder("mirrored" if several else "none")(devices)
 
 
 def make_strategy(name: str, devices=()):
-    if name not in STRATEGIES:
-        raise ValueError(f"train.distribute must be one of {', '.join(STRATEGIES)}, got {name!r}")
-    return STRATEGIES[name](devices)
+    return STRATEGIES.builder(name, "train.distribute")(devices)
 
 
 def make_train_step(strategy, model, classifier, objective, optimizer, variables, decay,

@@ -60,6 +60,9 @@ def train(recipe, run_dir=None, overrides=(), resume: bool = False, progress: bo
         recipe = load_recipe(None, overrides, data=recipe)
     elif overrides:
         recipe = load_recipe(None, overrides, data=recipe.to_dict())
+    from distill.train.checks import check_files
+
+    check_files(recipe)
     run_dir = Path(run_dir or Path("runs") / recipe.name)
     return Trainer(recipe, run_dir, progress).run(resume, stop_after_epochs)
 
