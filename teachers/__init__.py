@@ -12,7 +12,7 @@ from distill.registry import Registry
 from teachers.base import Preprocess, Teacher, TeacherError
 
 
-def _keras_loader(spec, preprocess):
+def _keras_loader(spec, preprocess, threads=None):
     from teachers.keras_teacher import KerasTeacher
 
     return KerasTeacher(spec, preprocess)
@@ -23,19 +23,19 @@ def _is_keras(spec: str) -> bool:
     return path.suffix.lower() in (".keras", ".h5", ".hdf5") or path.is_dir()
 
 
-def _onnx_loader(spec, preprocess):
+def _onnx_loader(spec, preprocess, threads=None):
     from teachers.onnx_teacher import OnnxTeacher
 
-    return OnnxTeacher(spec, preprocess)
+    return OnnxTeacher(spec, preprocess, threads=threads)
 
 
-def _tflite_loader(spec, preprocess):
+def _tflite_loader(spec, preprocess, threads=None):
     from teachers.tflite_teacher import TFLiteTeacher
 
-    return TFLiteTeacher(spec, preprocess)
+    return TFLiteTeacher(spec, preprocess, threads=threads)
 
 
-def _plugin_loader(spec, preprocess):
+def _plugin_loader(spec, preprocess, threads=None):
     from teachers.plugin_teacher import PluginTeacher
 
     return PluginTeacher(spec, preprocess)
@@ -66,15 +66,18 @@ def teacher_kind(spec) -> str | None:
     return next((e.name for e in TEACHER_LOADERS.entries() if e.info["accepts"](str(spec))), None)
 
 
-def load_teacher(spec, preprocess: Preprocess | None = None) -> Teacher:
-    """Load a teacher from a file/folder path (or plugin spec) with optional preprocessing."""
+def load_teacher(spec, preprocess: Preprocess | None = None, threads: int | None = None) -> Teacher:
+    """Load any model file (or plugin spec) as the one runtime :class:`Teacher`: uint8 batch →
+    embeddings, with optional preprocessing; ``threads`` limits CPU threads where the runtime
+    allows it (ONNX, TFLite)."""
     spec = str(spec)
     kind = teacher_kind(spec)
     if kind is not None:
-        return TEACHER_LOADERS.builder(kind)(spec, preprocess)
+        return TEACHER_LOADERS.builder(kind)(spec, preprocess, threads=threads)
     if not Path(spec).exists():
-        raise TeacherError(f"{spec}: teacher model file does not exist")
-    raise TeacherError(f"{spec}: unknown teacher format (known: {', '.join(TEACHER_LOADERS)})")
+        raise TeacherError(f"{spec}: model file does not exist")
+    raise TeacherError(f"{spec}: not a model file this project can run (known kinds: "
+                       f"{', '.join(TEACHER_LOADERS)}: .keras/.h5/SavedModel, .onnx, .tflite, module:function)")
 
 
 __all__ = ["Preprocess", "Teacher", "TeacherError", "load_teacher", "register_loader", "teacher_kind",
