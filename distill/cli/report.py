@@ -61,19 +61,13 @@ def run_status_command(
     (`distill train --resume RUN`); new: nothing to continue (train it from its recipe).
     """
     with user_errors():
-        from distill.report.runs import load_run
+        from distill.report.runs import run_status
 
         all_complete = True
         for path in runs:
-            if not (path / "recipe.yaml").is_file():
-                typer.echo(f"new\t{path}\t-")
-                all_complete = False
-                continue
-            run = load_run(path)
-            done = run.complete and (path / "model.keras").is_file()   # final model saved too
-            all_complete &= done
-            word = "complete" if done else "resume" if run.has_checkpoint else "new"
-            typer.echo(f"{word}\t{path}\t{run.epochs_done}/{run.total_epochs}")
+            word, progress = run_status(path)
+            all_complete &= word == "complete"
+            typer.echo(f"{word}\t{path}\t{progress}")
     if not all_complete:
         raise typer.Exit(code=1)
 

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from distill.registry import Registry
 
 KINDS = ("classification", "metric", "distillation")
+#: recipe sections that are objective terms: the kind they must be and their default loss
+NAMED_TERMS = {"classification": ("classification", None), "distill": ("distillation", "l2"),
+               "triplet": ("metric", "triplet_batch_hard"), "center": ("metric", "center")}
 
 #: every loss: name → builder ("module:attribute" under distill.losses, imported when built);
 #: info: kind, doc, reference. Parameters and defaults are the builder's signature.
@@ -145,4 +148,4 @@ def get(name: str, **params):
     return LOSSES.build(name, **params)
 
 
-__all__ = ["KINDS", "LOSSES", "LossSpec", "available", "get", "spec", "register"]
+__all__ = ["KINDS", "LOSSES", "NAMED_TERMS", "LossSpec", "available", "get", "spec", "register"]

@@ -14,10 +14,7 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from distill import losses
-
-#: recipe sections that are terms, with the kind they must be and their default loss
-NAMED_TERMS = {"classification": ("classification", None), "distill": ("distillation", "l2"),
-               "triplet": ("metric", "triplet_batch_hard"), "center": ("metric", "center")}
+from distill.losses import NAMED_TERMS
 
 
 @dataclass

@@ -114,6 +114,19 @@ def load_run(run_dir) -> Run:
     return Run(path, recipe, history, epochs_done, has_checkpoint, flatten(recipe.to_dict()))
 
 
+def run_status(run_dir) -> tuple[str, str]:
+    """``(state, progress)`` of a run directory for sweep scripts: ``complete`` (every epoch
+    done and model.keras saved), ``resume`` (a checkpoint to continue from) or ``new``
+    (nothing to continue); progress ``DONE/TOTAL`` (``-`` for a new directory)."""
+    path = Path(run_dir)
+    if not (path / "recipe.yaml").is_file():
+        return "new", "-"
+    run = load_run(path)
+    done = run.complete and (path / "model.keras").is_file()
+    word = "complete" if done else "resume" if run.has_checkpoint else "new"
+    return word, f"{run.epochs_done}/{run.total_epochs}"
+
+
 def flatten(value, prefix: str = "") -> dict:
     """Nested dicts (and lists of dicts, by index) → ``{"a.b.0.c": leaf}``."""
     if isinstance(value, dict):

@@ -150,7 +150,7 @@ def _check_terms(recipe: Recipe, where: str) -> None:
     """Every loss term: a registered loss of the right kind, known parameters, weight ≥ 0;
     stage ``weights`` name existing terms."""
     from distill import losses
-    from distill.losses.objective import NAMED_TERMS
+    from distill.losses import NAMED_TERMS
 
     sections = {"loss": ("classification", recipe.loss), "distill": ("distill", recipe.distill),
                 "triplet": ("triplet", recipe.triplet), "center": ("center", recipe.center)}

@@ -50,11 +50,14 @@ def train(recipe, run_dir=None, overrides=(), resume: bool = False, progress: bo
     ``stop_after_epochs`` ends this call after that many epochs (e.g. to fit a time-limited
     job); resume later to continue.
     """
+    where = "recipe"
     if resume:
         if run_dir is None:
             raise TrainingError("resume needs the run directory")
-        recipe = load_recipe(Path(run_dir) / "recipe.yaml", overrides)
+        where = str(Path(run_dir) / "recipe.yaml")
+        recipe = load_recipe(where, overrides)
     elif isinstance(recipe, (str, Path)):
+        where = str(recipe)
         recipe = load_recipe(recipe, overrides)
     elif isinstance(recipe, dict):
         recipe = load_recipe(None, overrides, data=recipe)
@@ -62,7 +65,7 @@ def train(recipe, run_dir=None, overrides=(), resume: bool = False, progress: bo
         recipe = load_recipe(None, overrides, data=recipe.to_dict())
     from distill.train.checks import check_files
 
-    check_files(recipe)
+    check_files(recipe, where)
     run_dir = Path(run_dir or Path("runs") / recipe.name)
     return Trainer(recipe, run_dir, progress).run(resume, stop_after_epochs)
 
