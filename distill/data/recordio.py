@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.data.sources import DataError, ListedSource, register_source
+from distill.data.sources import DataError, ListedSource, find_rec
 
 log = logging.getLogger(__name__)
 
@@ -313,16 +313,6 @@ class RecordIOSource(ListedSource):
             yield f"{name}:{key}\t{label}\n"
 
 
-def find_rec(path) -> Path | None:
-    """``path`` itself if it is a ``.rec`` file, ``path/train.rec`` for a folder, else None."""
-    path = Path(path)
-    if path.is_file() and path.suffix.lower() == ".rec":
-        return path
-    if path.is_dir() and (path / "train.rec").is_file():
-        return path / "train.rec"
-    return None
-
-
 def open_recordio(path, progress: bool = True) -> RecordIOSource:
     """Open ``DIR`` (holding ``train.rec``/``train.idx``) or ``path/to/name.rec``."""
     rec = find_rec(path)
@@ -380,5 +370,3 @@ def rec_to_folder(rec, out, progress: bool = True) -> tuple[int, int]:
             bar.update(1)
     return written, present
 
-
-register_source("recordio", lambda p: find_rec(p) is not None, open_recordio)

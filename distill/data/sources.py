@@ -182,7 +182,19 @@ def open_file_list(list_path) -> FileSource:
 
 #: name → opener(path) → source, tried in order; ``accepts`` (a predicate on the path) says
 #: which paths an opener takes. The first accepting entry opens the path.
+def find_rec(path) -> Path | None:
+    """``path`` itself if it is a ``.rec`` file, ``path/train.rec`` for a folder, else None."""
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() == ".rec":
+        return path
+    if path.is_dir() and (path / "train.rec").is_file():
+        return path / "train.rec"
+    return None
+
+
 SOURCES = Registry("dataset source", error=DataError)
+SOURCES.register("recordio", "distill.data.recordio:open_recordio",    # InsightFace train.rec/.idx
+                 accepts=lambda p: find_rec(p) is not None)
 SOURCES.register("file_list", open_file_list,
                  accepts=lambda p: p.is_file() and p.suffix.lower() in (".csv", ".tsv", ".txt", ".lst"))
 SOURCES.register("folder", open_folder, accepts=lambda p: True)
@@ -202,4 +214,3 @@ def open_source(path):
     raise DataError(f"{path}: not a known dataset format")
 
 
-from distill.data import recordio  # noqa: E402,F401  (registers the "recordio" source)

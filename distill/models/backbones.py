@@ -7,6 +7,7 @@ can have its ReLUs swapped for PReLUs (``activation="prelu"``) as InsightFace mo
 from __future__ import annotations
 
 from distill.registry import Registry
+from teachers.iresnet import IRESNET_LAYERS
 
 BACKBONES = Registry("backbone", skip=("input_shape",))
 register_backbone = BACKBONES.register
@@ -71,5 +72,8 @@ def build_backbone(name: str, input_shape=(112, 112, 3), activation: str = "relu
     return model
 
 
-from distill.models import mobilefacenet  # noqa: E402,F401  (registers mobilefacenet, mobilefacenet_se)
-from distill.models import iresnet_backbones  # noqa: E402,F401  (registers iresnet18 … iresnet200)
+# registered lazily: their modules are imported when one is built (no import cycle)
+register_backbone("mobilefacenet", "distill.models.mobilefacenet:mobilefacenet")
+register_backbone("mobilefacenet_se", "distill.models.mobilefacenet:mobilefacenet_se")
+for _depth in IRESNET_LAYERS:   # the one IResNet, shared with the teachers (teachers/iresnet.py)
+    register_backbone(f"iresnet{_depth}", "teachers.iresnet:iresnet", preset={"depth": _depth})

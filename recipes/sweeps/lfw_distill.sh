@@ -14,12 +14,9 @@
 # Time on 2 CPU cores: data ~45 min (MTCNN), dlib store ~40 min, own teacher ~70 min, each
 # student 15–25 min.
 set -euo pipefail
-if [[ $# -ne 3 ]]; then
-    echo "usage: $0 LFW GLINT OUT" >&2
-    exit 2
-fi
-LFW=$1 GLINT=$2 OUT=$3
+[[ $# -eq 3 ]] || { echo "usage: $0 LFW GLINT OUT" >&2; exit 2; }
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
+LFW=$1 GLINT=$2 OUT=$3
 RECIPES=$SWEEP_ROOT/recipes/lfw
 DATA=$OUT/data STORES=$OUT/stores RUNS=$OUT/runs EVALS=$OUT/evals
 mkdir -p "$STORES" "$RUNS" "$EVALS"
