@@ -112,9 +112,10 @@ def test_nan_loss_stops_naming_step_and_terms(orl_setup, tmp_path):
 
 
 def test_distill_without_store_refused(orl_setup, tmp_path):
-    from distill.train.trainer import TrainingError, train
+    from distill.train.recipe import RecipeError
+    from distill.train.trainer import train
 
-    with pytest.raises(TrainingError, match="data.store is not set"):
+    with pytest.raises(RecipeError, match="data.store is not set"):
         train(recipe(orl_setup, data={"store": None}), tmp_path / "run", progress=False)
 
 

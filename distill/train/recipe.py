@@ -94,6 +94,7 @@ class TrainConfig:
     mixed_precision: bool = False   # student in float16 compute; classifier and losses float32
     images_per_identity: int = 4    # K of balanced N×K batches, used when a triplet term is on
     gradient_stats: bool = True     # log each term's gradient norm and cosine vs classification
+    deterministic: bool = True      # same weights on every run and after resume (see step.py)
 
 
 @dataclass

@@ -40,6 +40,16 @@ def make_strategy(name: str, devices=()):
     return STRATEGIES.builder(name, "train.distribute")(devices)
 
 
+def reproducible_graphs() -> None:
+    """Turn off Grappler's arithmetic optimizer for this process. With the gradient
+    statistics in the step it regrouped the step's sums differently from run to run (two
+    identical runs, or a run and its resume, ended with weights apart by up to 50 %
+    relative); without it the same recipe and seed give bit-identical weights."""
+    import tensorflow as tf
+
+    tf.config.optimizer.set_experimental_options({"arithmetic_optimization": False})
+
+
 def make_train_step(strategy, model, classifier, objective, optimizer, variables, decay,
                     mixed_precision: bool = False, gradient_stats: bool = True):
     """``step(distributed batch) → {term: scalar}`` (terms averaged over replicas).
@@ -58,12 +68,15 @@ def make_train_step(strategy, model, classifier, objective, optimizer, variables
     use_classifier = classifier is not None and objective.has("classification")
 
     def replica_step(batch):
-        with tf.GradientTape(persistent=gradient_stats) as tape:
+        with tf.GradientTape() as tape:
             embeddings = tf.cast(model(batch["image"], training=True), tf.float32)
-            cosine = classifier(embeddings) if use_classifier else None
-            values = objective.term_values(batch["label"], cosine, embeddings,
-                                           teacher_embeddings=batch.get("teacher"),
-                                           norms=tf.norm(embeddings, axis=1))
+            # a second tape over the loss side only, for the per-term gradient statistics
+            with tf.GradientTape(persistent=True) as loss_tape:
+                loss_tape.watch(embeddings)
+                cosine = classifier(embeddings) if use_classifier else None
+                values = objective.term_values(batch["label"], cosine, embeddings,
+                                               teacher_embeddings=batch.get("teacher"),
+                                               norms=tf.norm(embeddings, axis=1))
             total = objective.total(values)
             loss = total / replicas
             if mixed_precision:
@@ -72,11 +85,13 @@ def make_train_step(strategy, model, classifier, objective, optimizer, variables
         gradients = [tf.zeros_like(v) if g is None else g for g, v in zip(gradients, variables)]
         if not mixed_precision:
             gradients = decay(gradients, variables, scale=1.0 / replicas)
-        optimizer.apply_gradients(zip(gradients, variables))
         out = {"total": total, **values}
         if gradient_stats and len(labels_of_terms) > 1:
-            out.update(_gradient_stats(tape, objective, values, embeddings, reference))
-        del tape
+            # measured before the update, and the update ordered after them
+            out.update(_gradient_stats(loss_tape, objective, values, embeddings, reference))
+        del loss_tape
+        with tf.control_dependencies(list(out.values())):
+            optimizer.apply_gradients(zip(gradients, variables))
         return out
 
     @tf.function(reduce_retracing=True)

@@ -19,6 +19,7 @@ from distill.train.checkpoints import copy_state, load_state, restore_variables,
 from distill.train.recipe import Recipe, load_recipe, save_recipe
 from distill.train.stages import ResolvedStage, resolve_stages, stage_of_epoch
 from distill.utils import atomic_write_json, set_seed
+from distill.train.step import reproducible_graphs
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,8 @@ class Trainer:
 
         recipe = self.recipe
         set_seed(recipe.seed)
+        if recipe.train.deterministic:
+            reproducible_graphs()
         self.source = open_source(recipe.data.train)
         self.targets = self._load_targets()
         self.sample_ids = np.arange(len(self.source), dtype=np.int64)
