@@ -45,18 +45,18 @@ def make_store(folder: Path, rows: int, dim: int = 512, shard_size: int = 10000,
                         source={"kind": "synthetic", "root": str(folder), "fingerprint": FINGERPRINT},
                         teacher={"kind": "synthetic"}, embedding_dim=dim, dtype="float16", flip=True,
                         shard_size=shard_size, input_normalization={})
-    rng = np.random.default_rng(0)
+    block = np.random.default_rng(0).standard_normal((shard_size, dim), dtype=np.float32)
+    block = (block / np.linalg.norm(block, axis=1, keepdims=True)).astype(np.float16)
     for k in range(manifest.num_shards):
         first, end = manifest.shard_range(k)
         name = shard_name(k)
         if reuse is not None and (reuse / name).is_file() and end - first == shard_size:
             os.link(reuse / name, folder / name)
-        else:
-            block = rng.standard_normal((end - first, dim), dtype=np.float32)
-            block /= np.linalg.norm(block, axis=1, keepdims=True)
+        else:   # one random block, its rows rolled per shard (cheap: the store is written quickly)
+            rows = np.roll(block, k, axis=0)[:end - first]
             with h5py.File(folder / name, "w") as handle:
-                handle.create_dataset("embedding", data=block.astype(np.float16))
-                handle.create_dataset("embedding_flip", data=block[:, ::-1].astype(np.float16))
+                handle.create_dataset("embedding", data=rows)
+                handle.create_dataset("embedding_flip", data=rows[:, ::-1])
                 handle.create_dataset("label", data=np.zeros(end - first, np.int64))
                 handle.create_dataset("sample_id", data=np.arange(first, end, dtype=np.int64))
         manifest.shards[name] = {"first_id": first, "count": end - first, "expected": end - first}

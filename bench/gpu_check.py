@@ -70,6 +70,24 @@ def rate(count: int, run) -> float:
     return count / (time.perf_counter() - started)
 
 
+def calibrate(model, pixels) -> None:
+    """Set every BatchNormalization's statistics from one batch (a random-init network's
+    activations would otherwise overflow float16 and the store refuses non-finite embeddings)."""
+    import keras
+
+    from distill.data.preprocess import normalize
+
+    def layers(layer):
+        yield layer
+        for inner in getattr(layer, "layers", []):
+            yield from layers(inner)
+
+    for layer in layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.0
+    model(normalize(pixels), training=True)
+
+
 def teacher_rates(work: Path, source, arch: str, images: int, batch: int) -> tuple[float, float]:
     """(bare img/s, ``distill embed`` img/s) of a float16 random-init teacher."""
     import keras
@@ -80,12 +98,14 @@ def teacher_rates(work: Path, source, arch: str, images: int, batch: int) -> tup
     from distill.store.writer import embed
     from teachers import load_teacher
 
+    pixels = np.stack([decode_image_bytes(source.read_encoded(i)) for i in range(min(len(source), 400))])
     keras.mixed_precision.set_global_policy("mixed_float16")
     width = {"alpha": 0.25, "embedding_size": 32} if arch == "mobilenet" else {"embedding_size": 512}
-    build_embedding_model(arch, **width).save(work / "teacher.keras")
+    model = build_embedding_model(arch, **width)
+    calibrate(model, pixels[:batch])
+    model.save(work / "teacher.keras")
     keras.mixed_precision.set_global_policy("float32")
     teacher = load_teacher(work / "teacher.keras")
-    pixels = np.stack([decode_image_bytes(source.read_encoded(i)) for i in range(min(len(source), 400))])
     held = [tf.constant(pixels[np.arange(k, k + batch) % len(pixels)]) for k in range(0, images, batch)]
     teacher.embed(held[0]).numpy()                               # trace and warm up
     bare = rate(len(held) * batch, lambda: [teacher.embed(b) for b in held][-1].numpy())

@@ -72,7 +72,8 @@ class Objective:
         self.needs_norms = any(getattr(t.loss, "needs_norms", False) for t in self.terms)
         rates = {t.sample_rate for t in self.terms if t.kind == "classification"}
         if len(rates) > 1:
-            raise ValueError(f"classification terms share one sampled classifier; sample_rate differs: {sorted(rates)}")
+            raise ValueError("classification terms share one sampled classifier, but their "
+                             f"sample_rate differs: {sorted(rates)}")
         self.sample_rate = rates.pop() if rates else 1.0
 
     def has(self, kind: str) -> bool:
