@@ -68,7 +68,7 @@ def launch(script, recipe, run_dir, resume, stop, weights, tf_config=None):
     return process
 
 
-def finish(processes, timeout: float = 900) -> list[dict]:
+def finish(processes, timeout: float = float(os.environ.get("DISTILL_WORKER_TIMEOUT", 300))) -> list[dict]:
     """Reports of every process; when one fails the others (waiting on it) are stopped."""
     deadline = time.monotonic() + timeout
     try:
