@@ -147,12 +147,14 @@ def balanced_order(sample_ids: np.ndarray, labels: np.ndarray, batch_size: int, 
 
 def training_dataset(source, sample_ids: np.ndarray, batch_size: int, seed: int, epoch: int,
                      augment: str = "flip", targets: TeacherTargets | None = None,
-                     num_parallel_calls: int = -1, per_identity: int = 0, labels=None):
+                     num_parallel_calls: int = -1, per_identity: int = 0, labels=None, share=None):
     """One epoch of batches ``{"image", "label", "sample_id", "flipped"[, "teacher"]}``.
 
     ``image`` is normalised float32 (``preprocess.normalize``); incomplete last batches are
     dropped so every step has the same shape. ``labels`` (by sample_id; −1 = unlabelled)
     replaces ``source.labels``, e.g. after rare classes were unlabelled for training.
+    ``share`` (:class:`distill.train.distributed.ReplicaShare`) keeps this worker's part of
+    every global batch, batched per replica.
     """
     import tensorflow as tf
 
@@ -162,6 +164,8 @@ def training_dataset(source, sample_ids: np.ndarray, batch_size: int, seed: int,
     labels = np.asarray(source.labels if labels is None else labels, dtype=np.int64)
     order = (balanced_order(sample_ids, labels, batch_size, per_identity, seed, epoch)
              if per_identity else epoch_order(sample_ids, seed, epoch))
+    if share is not None:
+        order, batch_size = share(order, batch_size)
     labels = tf.constant(labels, dtype=tf.int64)
 
     def load(sample_id, data):  # per image: decode and augment (uint8)

@@ -36,6 +36,9 @@ def _auto_strategy(devices):
     return STRATEGIES.builder("mirrored" if several else "none")(devices)
 
 
+register_strategy("multi_worker", "distill.train.distributed:multi_worker_strategy")
+
+
 def make_strategy(name: str, devices=()):
     return STRATEGIES.builder(name, "train.distribute")(devices)
 
@@ -51,16 +54,20 @@ def reproducible_graphs() -> None:
 
 
 def make_train_step(strategy, model, classifier, objective, optimizer, variables, decay,
-                    mixed_precision: bool = False, gradient_stats: bool = True):
+                    mixed_precision: bool = False, gradient_stats: bool = True, seed: int = 0):
     """``step(distributed batch) → {term: scalar}`` (terms averaged over replicas).
 
     With ``gradient_stats``, each term's gradient with respect to the batch embeddings (cheap:
     it runs back through the loss only, not the network) is compared with the classification
     term's: ``grad/<term>`` = ‖∂(w·term)/∂e‖ ÷ ‖∂classification/∂e‖ and ``gradcos/<term>`` =
     their cosine, so a term that drowns or fights classification shows in the logs. Without a
-    classification term the ratios are taken against the first term.
+    classification term the ratios are taken against the first term. With
+    ``objective.sample_rate`` < 1 the classifier scores a Partial FC sample of the classes,
+    drawn from ``(seed, optimizer.iterations)`` (:mod:`distill.losses.partial_fc`).
     """
     import tensorflow as tf
+
+    from distill.losses.partial_fc import class_cosines
 
     replicas = strategy.num_replicas_in_sync
     labels_of_terms = [term.label for term in objective.terms]
@@ -73,10 +80,14 @@ def make_train_step(strategy, model, classifier, objective, optimizer, variables
             # a second tape over the loss side only, for the per-term gradient statistics
             with tf.GradientTape(persistent=True) as loss_tape:
                 loss_tape.watch(embeddings)
-                cosine = classifier(embeddings) if use_classifier else None
+                cosine, class_labels = class_cosines(
+                    classifier, embeddings, batch["label"], objective.sample_rate,
+                    tf.stack([tf.constant(seed, tf.int64), tf.cast(optimizer.iterations, tf.int64)])
+                ) if use_classifier else (None, None)
                 values = objective.term_values(batch["label"], cosine, embeddings,
                                                teacher_embeddings=batch.get("teacher"),
-                                               norms=tf.norm(embeddings, axis=1))
+                                               norms=tf.norm(embeddings, axis=1),
+                                               class_labels=class_labels)
             total = objective.total(values)
             loss = total / replicas
             if mixed_precision:

@@ -85,9 +85,14 @@ class Trainer:
         from distill.data.sources import open_source
         from distill.models import build_embedding_model
         from distill.models.classifier import CosineClassifier
+        from distill.train.distributed import is_chief
+        from distill.train.step import make_strategy
 
         recipe = self.recipe
         set_seed(recipe.seed)
+        # first: MultiWorkerMirroredStrategy must be created before any TF op runs
+        self.strategy = make_strategy(recipe.train.distribute, recipe.train.devices)
+        self.chief = is_chief(self.strategy)
         if recipe.train.deterministic:
             reproducible_graphs()
         self.source = open_source(recipe.data.train)
@@ -104,9 +109,6 @@ class Trainer:
                                 f"one batch of {recipe.train.batch_size}")
         import keras
 
-        from distill.train.step import make_strategy
-
-        self.strategy = make_strategy(recipe.train.distribute, recipe.train.devices)
         if recipe.train.batch_size % self.strategy.num_replicas_in_sync:
             raise TrainingError(f"train.batch_size {recipe.train.batch_size} is not divisible by "
                                 f"{self.strategy.num_replicas_in_sync} replicas")
@@ -149,14 +151,14 @@ class Trainer:
 
     def _load_targets(self):
         from distill.store import Store
-        from distill.train.pipeline import TeacherTargets
+        from distill.train.targets import open_targets
 
         uses_teacher = any(stage.uses_teacher for stage in self.stages)
         if not self.recipe.data.store:
             if uses_teacher:
                 raise TrainingError("a stage has a distillation term with weight > 0 but data.store is not set")
             return None
-        return TeacherTargets(Store(self.recipe.data.store), self.source).build()
+        return open_targets(Store(self.recipe.data.store), self.source, self.recipe.data.targets)
 
     def _load_eval_sets(self):
         from distill.evals.bins import load_bin
@@ -200,7 +202,7 @@ class Trainer:
         classifier_vars = self.classifier.trainable_variables if self.classifier is not None else []
         decay = GradientWeightDecay(wd, variables, classifier_vars, opt_cfg.classifier_wd_mult)
         step = make_train_step(self.strategy, self.model, self.classifier, objective, optimizer,
-                               variables, decay, mixed, self.recipe.train.gradient_stats)
+                               variables, decay, mixed, self.recipe.train.gradient_stats, self.recipe.seed)
         return objective, optimizer, step
 
     # ------------------------------------------------------------------ run
@@ -213,7 +215,8 @@ class Trainer:
         if not resume and (self.run_dir / "checkpoint" / "state.json").exists():
             raise TrainingError(f"{self.run_dir}: run directory already holds a run; "
                                 "use --resume to continue it or choose a new directory")
-        save_recipe(self.recipe, self.run_dir / "recipe.yaml")
+        if self.chief:
+            save_recipe(self.recipe, self.run_dir / "recipe.yaml")
         history = state["history"] if state else []
         best = state.get("best") if state else None
         start_epoch = state["epochs_done"] if state else 0
@@ -238,13 +241,15 @@ class Trainer:
             record["eval"] = self._evaluate() if ((epoch + 1) % every == 0 or epoch + 1 == total) else {}
             history.append(record)
             best = self._keep_best(record, best)
-            save_checkpoint(self.run_dir, self._checkpoint_groups(objective, optimizer),
-                            {"epochs_done": epoch + 1, "history": history, "best": best,
-                             "seed": self.recipe.seed})
-            atomic_write_json(self.run_dir / "history.json", history)
-            self._tensorboard(record)
+            if self.chief:   # the other workers restore from the chief's checkpoint
+                save_checkpoint(self.run_dir, self._checkpoint_groups(objective, optimizer),
+                                {"epochs_done": epoch + 1, "history": history, "best": best,
+                                 "seed": self.recipe.seed})
+                atomic_write_json(self.run_dir / "history.json", history)
+                self._tensorboard(record)
             log.info("epoch %d/%d %s", epoch + 1, total, _summary(record))
-        self.model.save(final)
+        if self.chief:
+            self.model.save(final)
         return TrainResult(self.run_dir, history, best_path if best_path.exists() else None, final, best)
 
     def _tensorboard(self, record: dict) -> None:
@@ -278,19 +283,17 @@ class Trainer:
     def _train_epoch(self, epoch: int, stage: ResolvedStage, step, optimizer) -> dict:
         from tqdm import tqdm
 
+        from distill.train.distributed import distribute_dataset
         from distill.train.pipeline import training_dataset
         from distill.train.schedules import learning_rate
 
         recipe = self.recipe
         ids = self.sample_ids if stage.uses_teacher and recipe.data.use_unlabeled else self.labelled_ids
-        dataset = training_dataset(self.source, ids, recipe.train.batch_size,
-                                   recipe.seed, epoch, recipe.data.augment,
-                                   self.targets if stage.uses_teacher else None,
-                                   recipe.data.num_parallel_reads,
-                                   recipe.train.images_per_identity if stage.weight("triplet") else 0,
-                                   labels=self.labels)
-        if self.strategy.num_replicas_in_sync > 1:
-            dataset = self.strategy.experimental_distribute_dataset(dataset)
+        dataset = distribute_dataset(self.strategy, lambda share: training_dataset(
+            self.source, ids, recipe.train.batch_size, recipe.seed, epoch, recipe.data.augment,
+            self.targets if stage.uses_teacher else None, recipe.data.num_parallel_reads,
+            recipe.train.images_per_identity if stage.weight("triplet") else 0,
+            labels=self.labels, share=share))
         steps = len(ids) // recipe.train.batch_size
         sums: dict[str, float] = {}
         started = time.time()
@@ -327,7 +330,7 @@ class Trainer:
         return record
 
     def _evaluate(self) -> dict:
-        if not self.eval_sets:
+        if not self.eval_sets or not self.chief:
             return {}
         from distill.evals.verification import evaluate_sets, keras_embed_fn
 
