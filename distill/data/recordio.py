@@ -268,6 +268,9 @@ class RecordIOSource(ListedSource):
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def content_files(self) -> list[str]:
+        return [str(self.reader.rec_path), str(self.reader.idx_path)]
+
     def describe_key(self, key) -> str:
         return f"{self.rec_path} (record {int(key)})"
 

@@ -84,6 +84,9 @@ class TeacherTargets:
         if manifest.source.get("fingerprint") != source.fingerprint():
             raise StoreError(f"{store.path}: store was embedded from a different dataset listing "
                              f"than {source.root} (fingerprints differ); re-run `distill embed`")
+        from distill.store.integrity import check_source_content
+
+        check_source_content(store, source)
         self.store = store
         self.dim = manifest.embedding_dim
         self.present = None

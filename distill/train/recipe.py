@@ -28,6 +28,7 @@ class DataConfig:
     augment: str = "flip"           # registry name in distill.train.pipeline.AUGMENTATIONS
     min_class_images: int = 1       # classes with fewer images are unlabelled (distillation only)
     num_parallel_reads: int = -1    # decode threads; -1: AUTOTUNE with a GPU, cores/4 on CPU
+    skip_bad: bool = False          # leave out (and record in RUN/skipped.json) unreadable images
 
 
 @dataclass

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.train.checkpoints import copy_state, load_state, restore_variables, save_checkpoint
+from distill.train.checkpoints import (check_arrays, copy_state, load_state, restore_variables,
+                                      save_checkpoint)
 from distill.train.recipe import Recipe, load_recipe, save_recipe
 from distill.train.stages import ResolvedStage, resolve_stages, stage_of_epoch
 from distill.utils import atomic_write_json, set_seed
@@ -84,6 +85,12 @@ class Trainer:
         self.labels, self.num_classes = training_labels(self.source.labels, self.sample_ids,
                                                         recipe.data.min_class_images)
         self.labelled_ids = self.sample_ids[self.labels[self.sample_ids] >= 0]
+        if recipe.data.skip_bad:   # after the labels, so that skipping never renumbers classes
+            from distill.train.unreadable import skip_unreadable
+
+            bad = skip_unreadable(self.source, self.sample_ids, self.run_dir)
+            self.sample_ids = np.setdiff1d(self.sample_ids, bad)
+            self.labelled_ids = np.setdiff1d(self.labelled_ids, bad)
         self._check_labels()
         if len(self.sample_ids) < recipe.train.batch_size:
             raise TrainingError(f"{recipe.data.train}: {len(self.sample_ids)} images, fewer than "
@@ -191,14 +198,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ run
     def run(self, resume: bool, stop_after_epochs: int | None = None) -> TrainResult:
-        self._setup()
+        from distill.train.run_files import clean_run_dir, model_file_matches, save_model_file
+
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        clean_run_dir(self.run_dir)
         state = load_state(self.run_dir) if resume else None
         if resume and state is None:
             raise TrainingError(f"{self.run_dir}: no checkpoint to resume from")
         if not resume and (self.run_dir / "checkpoint" / "state.json").exists():
             raise TrainingError(f"{self.run_dir}: run directory already holds a run; "
                                 "use --resume to continue it or choose a new directory")
+        if state is not None:
+            check_arrays(self.run_dir)   # a damaged checkpoint is refused now, not after the setup
+        self._setup()
         save_recipe(self.recipe, self.run_dir / "recipe.yaml")
         history = state["history"] if state else []
         best = state.get("best") if state else None
@@ -208,9 +220,11 @@ class Trainer:
         current = None
         end_epoch = total if stop_after_epochs is None else min(total, start_epoch + stop_after_epochs)
         final, best_path = self.run_dir / "model.keras", self.run_dir / "best.keras"
-        if start_epoch >= end_epoch and final.exists():
-            log.info("%s: all %d epochs already done", self.run_dir, total)
-            return TrainResult(self.run_dir, history, best_path if best_path.exists() else None, final, best)
+        if start_epoch >= end_epoch and state is not None:   # nothing to train: the checkpoint is the model
+            restore_variables(self.run_dir, {"model": list(self.model.variables)})
+            if model_file_matches(final, self.model):
+                log.info("%s: all %d epochs already done", self.run_dir, total)
+                return TrainResult(self.run_dir, history, best_path if best_path.exists() else None, final, best)
         for epoch in range(start_epoch, end_epoch):
             stage = stage_of_epoch(self.stages, epoch)
             if stage is not current:
@@ -230,7 +244,7 @@ class Trainer:
             atomic_write_json(self.run_dir / "history.json", history)
             self._tensorboard(record)
             log.info("epoch %d/%d %s", epoch + 1, total, _summary(record))
-        self.model.save(final)
+        save_model_file(self.model, final)
         return TrainResult(self.run_dir, history, best_path if best_path.exists() else None, final, best)
 
     def _tensorboard(self, record: dict) -> None:
@@ -266,6 +280,7 @@ class Trainer:
 
         from distill.train.pipeline import training_dataset
         from distill.train.schedules import learning_rate
+        from distill.train.unreadable import named_input_errors
 
         recipe = self.recipe
         ids = self.sample_ids if stage.uses_teacher else self.labelled_ids
@@ -280,7 +295,9 @@ class Trainer:
         steps = len(ids) // recipe.train.batch_size
         sums: dict[str, float] = {}
         started = time.time()
-        bar = tqdm(dataset, total=steps, desc=f"epoch {epoch + 1}/{recipe.total_epochs}",
+        batches = named_input_errors(dataset, self.source, lambda: self._epoch_order(epoch, stage),
+                                     recipe.train.batch_size)
+        bar = tqdm(batches, total=steps, desc=f"epoch {epoch + 1}/{recipe.total_epochs}",
                    disable=not self.progress, leave=False, unit="step")
         step_evals, index = [], -1
         first_lr = learning_rate(recipe.schedule, stage.lr, stage.first_epoch, epoch * steps, steps)
@@ -311,6 +328,17 @@ class Trainer:
             record["step_evals"] = step_evals
         return record
 
+    def _epoch_order(self, epoch: int, stage: ResolvedStage) -> np.ndarray:
+        """The sample order of ``epoch`` as :func:`training_dataset` draws it (to name a bad image)."""
+        from distill.train.pipeline import balanced_order, epoch_order
+
+        recipe = self.recipe
+        ids = self.sample_ids if stage.uses_teacher else self.labelled_ids
+        if stage.weight("triplet"):
+            return balanced_order(ids, self.labels, recipe.train.batch_size, recipe.train.images_per_identity,
+                                  recipe.seed, epoch)
+        return epoch_order(ids, recipe.seed, epoch)
+
     def _evaluate(self) -> dict:
         if not self.eval_sets:
             return {}
@@ -331,7 +359,9 @@ class Trainer:
             raise TrainingError(f"train.best_by={name!r} is not an eval set ({', '.join(evals)})")
         accuracy = evals[name]["accuracy"]
         if best is None or accuracy > best["accuracy"]:
-            self.model.save(self.run_dir / "best.keras")
+            from distill.train.run_files import save_model_file
+
+            save_model_file(self.model, self.run_dir / "best.keras", check=False)
             best = {"set": name, "accuracy": accuracy, "epoch": record["epoch"]}
         return best
 
