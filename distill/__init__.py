@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 
+#: whether the user chose TensorFlow's C++ log level (then the CLI leaves its output alone)
+USER_SET_TF_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL" in os.environ
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"

@@ -19,14 +19,17 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from distill.align import warp_face
+from distill.registry import Registry
 from distill.data.sources import IMAGE_EXTENSIONS
 
 REPORT_NAME = "align_report.json"
-DETECTORS: dict[str, Callable] = {}
 
 
 class AlignError(ValueError):
     """Bad alignment input; the message names the file or folder and the problem."""
+
+
+DETECTORS = Registry("face detector", error=AlignError)
 
 
 class Face(NamedTuple):
@@ -46,18 +49,12 @@ class Face(NamedTuple):
         return min(self.box[2] - self.box[0], self.box[3] - self.box[1])
 
 
-def register_detector(name: str):
-    """Register ``factory(min_face=...)`` → callable ``RGB uint8 image → list[Face]``."""
-    def decorate(factory):
-        DETECTORS[name] = factory
-        return factory
-    return decorate
+#: ``@register_detector(name)`` on ``factory(min_face=..., ...)`` → ``RGB uint8 image → list[Face]``
+register_detector = DETECTORS.register
 
 
 def make_detector(name: str, **params):
-    if name not in DETECTORS:
-        raise AlignError(f"unknown face detector {name!r}; available: {', '.join(sorted(DETECTORS))}")
-    return DETECTORS[name](**params)
+    return DETECTORS.build(name, **params)
 
 
 @register_detector("mtcnn")

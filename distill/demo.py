@@ -82,12 +82,10 @@ def run_demo(workdir="demo_output", settings: DemoSettings | None = None, progre
              echo=print) -> list[dict]:
     """Run the whole demo in ``workdir`` (recreated); return the table rows."""
     from distill.evals.bins import load_bin
-    from distill.evals.verification import evaluate_set, keras_embed_fn
+    from distill.evals.verification import evaluate_set, model_embed_fn
     from distill.report.table import format_table
     from distill.store.writer import embed
     from distill.train.trainer import train
-
-    import keras
 
     settings = settings or DemoSettings()
     workdir = Path(workdir)
@@ -121,9 +119,8 @@ def run_demo(workdir="demo_output", settings: DemoSettings | None = None, progre
     heldout = load_bin(heldout_bin)
     rows = []
     for name, result in runs.items():
-        model = keras.models.load_model(result.final_model, compile=False)
-        metrics = evaluate_set(keras_embed_fn(model), heldout)
-        rows.append({"model": name, "params": f"{model.count_params():,}",
+        metrics = evaluate_set(model_embed_fn(result.final_model), heldout)
+        rows.append({"model": name, "params": f"{result.history[-1]['params']:,}",
                      "distill weight": "-" if name == "teacher" else
                      f"{settings.distill_weight if 'distill' in name else 0:g}",
                      "accuracy": f"{metrics['accuracy']:.4f} ± {metrics['accuracy_std']:.4f}",

@@ -6,8 +6,8 @@ centres, no antialiasing), applies :func:`distill.data.preprocess.normalize` and
 L2-normalised float32 embeddings ``[B, D]``.
 
 ``EXPORTERS`` maps a format name to a function ``(serving, out, calibration)`` writing ``out``;
-``RUNNERS`` maps it to a loader ``(path, threads)`` → callable ``uint8 batch → embeddings``
-running the file in its own runtime (TensorFlow, the TFLite interpreter, onnxruntime).
+exported files are run by the project's one model runtime (``teachers.load_teacher``: TensorFlow,
+the TFLite interpreter or onnxruntime, each fed the raw uint8 pixels the file declares).
 :func:`export_model` exports, then checks parity against the Keras model and times it.
 """
 from __future__ import annotations
@@ -18,7 +18,6 @@ import shutil
 import statistics
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -28,9 +27,9 @@ import numpy as np
 from distill.data.images import _first_line
 from distill.data.preprocess import MEAN, STD, normalize
 from distill.data.sources import IMAGE_EXTENSIONS
+from distill.registry import Registry
 
-EXPORTERS: dict[str, Callable] = {}
-RUNNERS: dict[str, Callable] = {}
+EXPORTERS = Registry("export format", skip=("serving", "out", "calibration"))
 DIRECTORY_FORMATS = {"savedmodel"}
 CALIBRATED_FORMATS = {"tflite-int8"}
 DEFAULT_PARITY_DIR = Path(__file__).resolve().parent / "demo_data" / "orl_faces"
@@ -67,21 +66,12 @@ class ExportReport:
                 f"(median of {self.latency_runs})")
 
 
-def _register(table: dict, *names: str):
-    def decorate(fn):
-        table.update(dict.fromkeys(names, fn))
-        return fn
-    return decorate
-
-
 def register_exporter(name: str):
     """Decorator: ``fn(serving, out, calibration, **options)`` writes format ``name`` to ``out``."""
-    return _register(EXPORTERS, name)
+    return EXPORTERS.register(name)
 
 
-def register_runner(*names: str):
-    """Decorator: ``fn(path, threads)`` → callable ``uint8 batch → embeddings`` for these formats."""
-    return _register(RUNNERS, *names)
+
 
 
 # --------------------------------------------------------------------------- serving graph
@@ -210,74 +200,24 @@ def export_onnx(serving: Serving, out: Path, calibration=None, opset: int = 17) 
     out.write_bytes(proto.SerializeToString())
 
 
-# --------------------------------------------------------------------------- runners
-@register_runner("savedmodel")
-def run_savedmodel(path, threads=None):
-    """TensorFlow runtime (``threads`` ignored: TF's thread pools are per process)."""
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(str(path))
-    fn = loaded.signatures["serving_default"]
-
-    def run(images):
-        return fn(image=tf.constant(_batch(images)))["embedding"].numpy()
-
-    run.loaded = loaded  # keep the loaded object alive with its signature
-    return run
-
-
-def _tflite_interpreter(path, threads):
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        import tensorflow as tf
-
-        Interpreter = tf.lite.Interpreter
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
-        return Interpreter(model_path=str(path), num_threads=threads)
-
-
-@register_runner("tflite", "tflite-fp16", "tflite-int8")
-def run_tflite(path, threads=None):
-    interpreter = _tflite_interpreter(path, threads)
-    inp, outp = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    state = {"shape": None}
-
-    def run(images):
-        images = _batch(images)
-        if state["shape"] != images.shape:
-            interpreter.resize_tensor_input(inp["index"], images.shape, strict=False)
-            interpreter.allocate_tensors()
-            state["shape"] = images.shape
-        interpreter.set_tensor(inp["index"], images)
-        interpreter.invoke()
-        return np.array(interpreter.get_tensor(outp["index"]), dtype=np.float32)
-
-    return run
-
-
-@register_runner("onnx")
-def run_onnx(path, threads=None):
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise ExportError("running ONNX models needs onnxruntime: pip install 'distill[onnx]'") from None
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = int(threads)
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda images: session.run(None, {name: _batch(images)})[0]
-
-
+# --------------------------------------------------------------------------- running
 def load_exported(path, fmt: str, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
-    """A callable running an exported model: uint8 ``[B, H, W, 3]`` (or one image) → embeddings."""
-    if fmt not in RUNNERS:
-        raise ExportError(f"unknown format {fmt!r}; available: {', '.join(sorted(RUNNERS))}")
+    """An exported model run through the project's one model runtime (``teachers.load_teacher``,
+    which sees its uint8 input and feeds raw pixels): uint8 ``[B, H, W, 3]`` (or one image) →
+    embeddings. ``threads`` limits ONNX/TFLite CPU threads (TensorFlow's pools are per process)."""
+    from teachers import TeacherError, load_teacher
+
+    if fmt not in EXPORTERS:
+        raise ExportError(str(EXPORTERS.unknown(fmt)))
     if not Path(path).exists():
         raise ExportError(f"{path}: exported model does not exist")
-    return RUNNERS[fmt](Path(path), threads)
+    try:
+        teacher = load_teacher(path, threads=threads)
+    except TeacherError as exc:
+        raise ExportError(str(exc)) from None
+    if (teacher.preprocess.mean, teacher.preprocess.std) != (0.0, 1.0):
+        raise ExportError(f"{path}: not a model exported by distill (it takes normalised floats, not uint8)")
+    return lambda images: np.asarray(teacher.embed(_batch(images)), dtype=np.float32)
 
 
 def _batch(images) -> np.ndarray:
@@ -373,12 +313,16 @@ def _load_keras(model):
 
     if isinstance(model, keras.Model):
         return model
-    from distill.evals.verification import load_embedding_model
+    from teachers import TeacherError
+    from teachers.keras_teacher import load_keras_model
 
-    loaded = load_embedding_model(model)
-    if not isinstance(loaded, keras.Model):
-        raise ExportError(f"{model}: export needs a Keras model (.keras or .h5 file), not a SavedModel")
-    return loaded
+    path = Path(model)
+    if path.is_dir() or path.suffix.lower() not in (".keras", ".h5", ".hdf5"):
+        raise ExportError(f"{model}: export needs a Keras model (.keras or .h5 file)")
+    try:
+        return load_keras_model(path)
+    except TeacherError as exc:
+        raise ExportError(str(exc)) from None
 
 
 def _write_atomic(exporter, serving, out: Path, calibration, overwrite: bool, **options) -> None:
@@ -408,7 +352,7 @@ def export_model(model_path, fmt: str, out, resize: bool = False, calibration=No
     ``calibration``, on the bundled ORL demo faces). ``options`` go to the exporter (onnx: ``opset``).
     """
     if fmt not in EXPORTERS:
-        raise ExportError(f"unknown export format {fmt!r}; available: {', '.join(sorted(EXPORTERS))}")
+        raise ExportError(str(EXPORTERS.unknown(fmt, "--format")))
     if fmt in CALIBRATED_FORMATS and calibration is None:
         raise ExportError(f"{fmt} needs calibration images: pass --calibration DIR (images like the deployment's)")
     serving = Serving(_load_keras(model_path), resize=resize)

@@ -8,10 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from distill.registry import Registry
 from teachers.base import Preprocess, Teacher, TeacherError
 
 
-def _keras_loader(spec, preprocess):
+def _keras_loader(spec, preprocess, threads=None):
     from teachers.keras_teacher import KerasTeacher
 
     return KerasTeacher(spec, preprocess)
@@ -22,19 +23,19 @@ def _is_keras(spec: str) -> bool:
     return path.suffix.lower() in (".keras", ".h5", ".hdf5") or path.is_dir()
 
 
-def _onnx_loader(spec, preprocess):
+def _onnx_loader(spec, preprocess, threads=None):
     from teachers.onnx_teacher import OnnxTeacher
 
-    return OnnxTeacher(spec, preprocess)
+    return OnnxTeacher(spec, preprocess, threads=threads)
 
 
-def _tflite_loader(spec, preprocess):
+def _tflite_loader(spec, preprocess, threads=None):
     from teachers.tflite_teacher import TFLiteTeacher
 
-    return TFLiteTeacher(spec, preprocess)
+    return TFLiteTeacher(spec, preprocess, threads=threads)
 
 
-def _plugin_loader(spec, preprocess):
+def _plugin_loader(spec, preprocess, threads=None):
     from teachers.plugin_teacher import PluginTeacher
 
     return PluginTeacher(spec, preprocess)
@@ -46,31 +47,38 @@ def _is_plugin(spec: str) -> bool:
     return is_plugin_spec(spec)
 
 
-#: name → (predicate on the spec string, loader(spec, preprocess) → Teacher).
-TEACHER_LOADERS: dict[str, tuple[Callable[[str], bool], Callable]] = {
-    "onnx": (lambda spec: Path(spec).suffix.lower() == ".onnx", _onnx_loader),
-    "tflite": (lambda spec: Path(spec).suffix.lower() == ".tflite", _tflite_loader),
-    "plugin": (_is_plugin, _plugin_loader),
-    "keras": (_is_keras, _keras_loader),
-}
+#: name → loader(spec, preprocess) → Teacher, tried in order; ``accepts`` (a predicate on the
+#: spec string) says which specs a loader takes.
+TEACHER_LOADERS = Registry("teacher kind", error=TeacherError)
+TEACHER_LOADERS.register("onnx", _onnx_loader, accepts=lambda spec: Path(spec).suffix.lower() == ".onnx")
+TEACHER_LOADERS.register("tflite", _tflite_loader, accepts=lambda spec: Path(spec).suffix.lower() == ".tflite")
+TEACHER_LOADERS.register("plugin", _plugin_loader, accepts=_is_plugin)
+TEACHER_LOADERS.register("keras", _keras_loader, accepts=_is_keras)
 
 
 def register_loader(name: str, predicate: Callable[[str], bool], loader: Callable) -> None:
     """Add a teacher kind (ONNX, TFLite, Python plugin, ...) ahead of the Keras fallback."""
-    items = [(name, (predicate, loader))] + [(k, v) for k, v in TEACHER_LOADERS.items() if k != name]
-    TEACHER_LOADERS.clear()
-    TEACHER_LOADERS.update(items)
+    TEACHER_LOADERS.register(name, loader, first=True, accepts=predicate)
 
 
-def load_teacher(spec, preprocess: Preprocess | None = None) -> Teacher:
-    """Load a teacher from a file/folder path (or plugin spec) with optional preprocessing."""
+def teacher_kind(spec) -> str | None:
+    """The name of the first loader that accepts ``spec`` (None if none does)."""
+    return next((e.name for e in TEACHER_LOADERS.entries() if e.info["accepts"](str(spec))), None)
+
+
+def load_teacher(spec, preprocess: Preprocess | None = None, threads: int | None = None) -> Teacher:
+    """Load any model file (or plugin spec) as the one runtime :class:`Teacher`: uint8 batch →
+    embeddings, with optional preprocessing; ``threads`` limits CPU threads where the runtime
+    allows it (ONNX, TFLite)."""
     spec = str(spec)
-    for predicate, loader in TEACHER_LOADERS.values():
-        if predicate(spec):
-            return loader(spec, preprocess)
+    kind = teacher_kind(spec)
+    if kind is not None:
+        return TEACHER_LOADERS.builder(kind)(spec, preprocess, threads=threads)
     if not Path(spec).exists():
-        raise TeacherError(f"{spec}: teacher model file does not exist")
-    raise TeacherError(f"{spec}: unknown teacher format (known: {', '.join(TEACHER_LOADERS)})")
+        raise TeacherError(f"{spec}: model file does not exist")
+    raise TeacherError(f"{spec}: not a model file this project can run (known kinds: "
+                       f"{', '.join(TEACHER_LOADERS)}: .keras/.h5/SavedModel, .onnx, .tflite, module:function)")
 
 
-__all__ = ["Preprocess", "Teacher", "TeacherError", "load_teacher", "register_loader", "TEACHER_LOADERS"]
+__all__ = ["Preprocess", "Teacher", "TeacherError", "load_teacher", "register_loader", "teacher_kind",
+           "TEACHER_LOADERS"]

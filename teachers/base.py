@@ -1,7 +1,12 @@
-"""The one teacher interface: a uint8 RGB NHWC batch in, raw embeddings out.
+"""The one model runtime: a uint8 RGB NHWC batch in, embeddings out.
 
-Each teacher declares its preprocessing (:class:`Preprocess`); the default matches
-InsightFace models and the project's normalisation ``(pixel - 127.5) / 128`` on RGB NHWC.
+Every model file the project handles — a teacher to embed a dataset with, a student or an
+exported model to evaluate or check for parity — is run through a :class:`Teacher` made by
+``teachers.load_teacher``: ``embed(images)`` gives raw embeddings, calling the object gives
+them L2-normalised. Each loader states its input contract: the model's preprocessing
+(:class:`Preprocess`, by default the project's ``(pixel - 127.5) / 128`` on RGB NHWC), or
+raw uint8 pixels when the model takes uint8 itself (exported models, uint8 plugins); for
+those, preprocessing options are refused rather than silently changing what the model sees.
 """
 from __future__ import annotations
 
@@ -12,6 +17,14 @@ from distill.data.preprocess import MEAN, STD
 
 class TeacherError(ValueError):
     """A teacher that cannot be loaded or run; the message names the file."""
+
+
+def raw_pixels(where: str, preprocess, layout: str = "NHWC", why: str = "its input is uint8"):
+    """The :class:`Preprocess` of a model that takes raw uint8 pixels; refuses given options."""
+    if preprocess is not None:
+        raise TeacherError(f"{where}: the model takes raw uint8 pixels ({why}); preprocessing "
+                           "options (--mean/--std/--bgr/--rgb/--nchw) cannot apply to it")
+    return Preprocess(mean=0.0, std=1.0, layout=layout)
 
 
 @dataclass(frozen=True)
@@ -79,7 +92,11 @@ class Teacher:
         raise NotImplementedError
 
     def __call__(self, images):
-        return self.embed(images)
+        """L2-normalised float32 embeddings of a uint8 batch (NumPy)."""
+        import numpy as np
+
+        out = np.asarray(self.embed(images), dtype=np.float32)
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
     def describe(self) -> dict:
         """What the store manifest records about this teacher."""

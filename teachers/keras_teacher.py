@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from distill.utils import sha256_path
-from teachers.base import Preprocess, Teacher, TeacherError
+from teachers.base import Preprocess, Teacher, TeacherError, raw_pixels
 
 
 def load_keras_model(path):
@@ -13,7 +13,7 @@ def load_keras_model(path):
 
     path = Path(path)
     if not path.exists():
-        raise TeacherError(f"{path}: teacher model file does not exist")
+        raise TeacherError(f"{path}: model file does not exist")
     try:
         if path.is_dir():
             if not (path / "saved_model.pb").exists():
@@ -27,13 +27,26 @@ def load_keras_model(path):
         raise TeacherError(f"{path}: not a loadable Keras model ({first[:200]})") from None
 
 
+def takes_uint8(path) -> bool:
+    """Whether a SavedModel's ``serving_default`` signature takes uint8 images (as the models
+    written by ``distill export`` do: normalisation inside)."""
+    import tensorflow as tf
+
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    signature = tf.saved_model.load(str(path)).signatures.get("serving_default")
+    specs = list(signature.structured_input_signature[1].values()) if signature is not None else []
+    return len(specs) == 1 and specs[0].dtype == tf.uint8
+
+
 class KerasTeacher(Teacher):
     """A Keras model (or SavedModel) run as a compiled TF function on uint8 batches."""
 
     kind = "keras"
     graph_compatible = True
 
-    def __init__(self, path, preprocess: Preprocess | None = None, devices=None):
+    def __init__(self, path, preprocess: Preprocess | None = None, devices=None, threads=None):
         """``devices``: replicas to spread each batch over (default: every visible GPU when
         there are several — tf.distribute.MirroredStrategy; else the default device)."""
         import tensorflow as tf
@@ -47,14 +60,24 @@ class KerasTeacher(Teacher):
                 self.model = load_keras_model(path)
         else:
             self.model = load_keras_model(path)
+        self.raw = takes_uint8(path)
+        if self.raw:
+            preprocess = raw_pixels(str(path), preprocess, why="its serving signature takes uint8")
         preprocess = preprocess or Preprocess()
-        probe = self._forward(preprocess.apply(tf.zeros((1, 112, 112, 3), tf.uint8)))
+        self.preprocess = preprocess
+        probe = self._forward(self._model_input(tf.zeros((1, 112, 112, 3), tf.uint8)))
         if len(probe.shape) != 2:
             raise TeacherError(f"{path}: teacher output must be [batch, dim], got shape {tuple(probe.shape)}")
         super().__init__(str(path), sha256_path(path), preprocess, int(probe.shape[-1]))
         # one trace for every batch size (a new trace of a big teacher costs seconds)
         self._embed = tf.function(self._embed_graph,
                                   input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+
+    def _model_input(self, images):
+        import tensorflow as tf
+
+        x = self.preprocess.apply(images)
+        return tf.cast(x, tf.uint8) if self.raw else x
 
     def _forward(self, x):
         out = self.model(x, training=False)
@@ -67,7 +90,7 @@ class KerasTeacher(Teacher):
     def _embed_graph(self, images):
         import tensorflow as tf
 
-        return tf.cast(self._forward(self.preprocess.apply(images)), tf.float32)
+        return tf.cast(self._forward(self._model_input(images)), tf.float32)
 
     def embed(self, images):
         if self.strategy is None:

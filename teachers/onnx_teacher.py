@@ -18,13 +18,15 @@ import numpy as np
 
 from distill.data.preprocess import INPUT_SIZE
 from distill.utils import sha256_path
-from teachers.base import Preprocess, Teacher, TeacherError
+from teachers.base import Preprocess, Teacher, TeacherError, raw_pixels
 
 log = logging.getLogger(__name__)
 
 #: onnxruntime element type → NumPy dtype fed to the model.
 ONNX_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
                     "tensor(double)": np.float64}
+#: input types that mean "raw pixels" (e.g. models exported by `distill export`)
+ONNX_RAW_TYPES = {"tensor(uint8)": np.uint8}
 
 
 def _fixed(dim):
@@ -86,7 +88,7 @@ class OnnxTeacher(Teacher):
     kind = "onnx"
     graph_compatible = False
 
-    def __init__(self, path, preprocess: Preprocess | None = None):
+    def __init__(self, path, preprocess: Preprocess | None = None, threads: int | None = None):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -94,20 +96,29 @@ class OnnxTeacher(Teacher):
                                "(pip install 'distill[onnx]' or pip install onnxruntime)") from None
         path = str(path)
         if not os.path.isfile(path):
-            raise TeacherError(f"{path}: teacher model file does not exist")
+            raise TeacherError(f"{path}: model file does not exist")
         try:
             wanted = ("CUDAExecutionProvider", "CPUExecutionProvider")
             providers = [p for p in wanted if p in ort.get_available_providers()]
-            self.session = ort.InferenceSession(path, providers=providers or None)
+            options = ort.SessionOptions()
+            if threads:
+                options.intra_op_num_threads = int(threads)
+            self.session = ort.InferenceSession(path, options, providers=providers or None)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/NoSuchFile types
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise TeacherError(f"{path}: not a loadable ONNX model ({text[:200]})") from None
         node = self.session.get_inputs()[0]
-        if node.type not in ONNX_FLOAT_TYPES:
-            raise TeacherError(f"{path}: input {node.name!r} has type {node.type}; expected a float image")
-        self.input_name, self.dtype = node.name, ONNX_FLOAT_TYPES[node.type]
+        types = {**ONNX_FLOAT_TYPES, **ONNX_RAW_TYPES}
+        if node.type not in types:
+            raise TeacherError(f"{path}: input {node.name!r} has type {node.type}; expected an image "
+                               f"({', '.join(types)})")
+        self.input_name, self.dtype = node.name, types[node.type]
         self.fixed_batch = _fixed(node.shape[0])
-        preprocess = with_layout(preprocess, input_layout(node.shape, path), path)
+        layout = input_layout(node.shape, path)
+        if node.type in ONNX_RAW_TYPES:
+            preprocess = raw_pixels(path, preprocess, layout or "NHWC", f"input {node.name!r} is uint8")
+        else:
+            preprocess = with_layout(preprocess, layout, path)
         self._where = path
         probe = self._run(preprocess.apply_numpy(np.zeros((1,) + INPUT_SIZE + (3,), np.uint8)))
         super().__init__(path, sha256_path(path), preprocess, probe.shape[1])

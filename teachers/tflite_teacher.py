@@ -11,8 +11,23 @@ import numpy as np
 
 from distill.data.preprocess import INPUT_SIZE
 from distill.utils import sha256_path
-from teachers.base import Preprocess, Teacher, TeacherError
+from teachers.base import Preprocess, Teacher, TeacherError, raw_pixels
 from teachers.onnx_teacher import as_embeddings, input_layout, run_batched, with_layout
+
+
+def _interpreter(path: str, threads: int | None):
+    """LiteRT's interpreter when installed, else TensorFlow's (same API)."""
+    import warnings
+
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import tensorflow as tf
+
+        Interpreter = tf.lite.Interpreter
+    with warnings.catch_warnings():  # tf.lite.Interpreter's deprecation notice
+        warnings.simplefilter("ignore")
+        return Interpreter(model_path=path, num_threads=threads)
 
 
 def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
@@ -38,18 +53,12 @@ class TFLiteTeacher(Teacher):
     kind = "tflite"
     graph_compatible = False
 
-    def __init__(self, path, preprocess: Preprocess | None = None):
-        import warnings
-
-        import tensorflow as tf
-
+    def __init__(self, path, preprocess: Preprocess | None = None, threads: int | None = None):
         path = str(path)
         if not os.path.isfile(path):
-            raise TeacherError(f"{path}: teacher model file does not exist")
+            raise TeacherError(f"{path}: model file does not exist")
         try:
-            with warnings.catch_warnings():  # deprecation notice pointing at ai_edge_litert
-                warnings.simplefilter("ignore")
-                self.interpreter = tf.lite.Interpreter(model_path=path)
+            self.interpreter = _interpreter(path, threads)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -57,7 +66,12 @@ class TFLiteTeacher(Teacher):
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         signature = [int(d) for d in self.input.get("shape_signature", self.input["shape"])]
-        preprocess = with_layout(preprocess, input_layout(signature, path), path)
+        layout = input_layout(signature, path)
+        scale = self.input.get("quantization", (0.0, 0))[0]
+        if np.dtype(self.input["dtype"]) == np.uint8 and not scale:
+            preprocess = raw_pixels(path, preprocess, layout or "NHWC", "its input tensor is uint8")
+        else:
+            preprocess = with_layout(preprocess, layout, path)
         self._where = path
         self._shape = [int(d) for d in self.input["shape"]]
         self.native_batch = self._shape[0]

@@ -16,7 +16,7 @@ from distill.evals.verification import (
     evaluate_set,
     evaluate_sets,
     keras_embed_fn,
-    load_embedding_model,
+    model_embed_fn,
 )
 
 ORL = Path(__file__).resolve().parents[1] / "distill" / "demo_data" / "orl_faces"
@@ -58,7 +58,8 @@ def test_embed_images_batches_and_checks():
 def test_evaluate_set_flip_and_noflip_match_manual_metrics(orl_set):
     embed = PixelEmbedder()
     result = evaluate_set(embed, orl_set, batch_size=32)
-    assert embed.seen == 2 * len(orl_set.images)  # each image and its mirror embedded once
+    distinct = len({image.tobytes() for image in orl_set.images})
+    assert distinct < len(orl_set.images) and embed.seen == 2 * distinct  # each distinct image and its mirror once
     plain = PixelEmbedder()(orl_set.images)
     mirrored = PixelEmbedder()(orl_set.images[:, :, ::-1])
     combined = plain + mirrored
@@ -103,27 +104,52 @@ def test_keras_embed_fn_matches_direct_call_and_fixed_batch():
         keras_embed_fn(model)(images[:, :100, :100])
 
 
-def test_load_embedding_model_formats_and_errors(tmp_path):
+def test_every_model_kind_is_evaluable_with_the_keras_figures(tmp_path, monkeypatch):
+    """.keras, .h5, SavedModel, ONNX, TFLite and a plugin give the Keras model's embeddings and
+    the same `distill eval` figures (one model runtime)."""
+    import textwrap
+
+    import tensorflow as tf
+    import tf2onnx
+
     model = tiny_model()
     images = np.random.default_rng(2).integers(0, 255, (3, 112, 112, 3), dtype=np.uint8)
     want = model(normalize(images), training=False).numpy()
     model.save(tmp_path / "m.keras")
     model.save(tmp_path / "m.h5")
     model.export(str(tmp_path / "saved"), verbose=False)
-    for path in ("m.keras", "m.h5", "saved"):
-        got = keras_embed_fn(load_embedding_model(tmp_path / path))(images)
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=path)
+    (tmp_path / "m.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    spec = [tf.TensorSpec((None, 112, 112, 3), tf.float32, name="x")]
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=17)
+    (tmp_path / "m.onnx").write_bytes(proto.SerializeToString())
+    (tmp_path / "tiny_plugin.py").write_text(textwrap.dedent(f"""
+        import keras
+        MODEL = keras.models.load_model({str(tmp_path / "m.keras")!r}, compile=False)
+
+        def embed(batch):
+            return MODEL((batch.astype("float32") - 127.5) / 128.0, training=False)
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    kinds = ["m.keras", "m.h5", "saved", "m.tflite", "m.onnx", "tiny_plugin:embed"]
+    specs = [str(tmp_path / k) if ":" not in k else k for k in kinds]
+    for spec_ in specs:
+        np.testing.assert_allclose(model_embed_fn(spec_)(images), want, rtol=1e-4, atol=1e-4, err_msg=spec_)
+    path = B.make_bin(ORL, tmp_path / "orl.bin", n_pairs=40, seed=1)
+    rows = evaluate_models(specs, [path], batch_size=16)
+    for row in rows[1:]:
+        for key in ("accuracy", "accuracy_exact", "tar_at_far_1e-3", "auc"):
+            assert row[key] == pytest.approx(rows[0][key], abs=1e-6), (row["model"], key)
     (tmp_path / "notes.txt").write_text("hi")
     (tmp_path / "bad.keras").write_bytes(b"not a zip")
     (tmp_path / "empty").mkdir()
     for name, pattern in [
-        ("notes.txt", "not a model"),
-        ("bad.keras", "cannot load Keras model"),
+        ("notes.txt", "not a model file this project can run"),
+        ("bad.keras", "not a loadable Keras model"),
         ("empty", "not a SavedModel"),
         ("missing.keras", "does not exist"),
     ]:
         with pytest.raises(ValueError, match=pattern) as info:
-            load_embedding_model(tmp_path / name)
+            model_embed_fn(tmp_path / name)
         assert name in str(info.value)
 
 
@@ -144,9 +170,9 @@ def test_eval_and_make_bin_cli(tmp_path):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].split() == ["model", "orl"]
-    assert any("student0.keras" in line and "±" in line for line in lines)
-    assert any("student1.keras" in line and "±" in line for line in lines)
+    assert lines[0].split()[:4] == ["model", "set", "accuracy", "threshold"] and "TAR@FAR=1e-3" in lines[0]
+    assert any("student0.keras" in line and " orl " in line and "±" in line for line in lines)
+    assert any("student1.keras" in line and " orl " in line and "±" in line for line in lines)
     rows = json.loads((tmp_path / "r.json").read_text())
     assert [r["model"].endswith(f"student{i}.keras") for i, r in enumerate(rows)] == [True, True]
     assert rows[0]["set"] == "orl" and 0.0 <= rows[0]["accuracy"] <= 1.0 and "noflip_accuracy" in rows[0]

@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import distill.models.iresnet_backbones  # noqa: F401  (registers iresnet18..200)
 
 
 def torch_parameter_count(depth: int, embedding: int = 512) -> int:

@@ -41,7 +41,7 @@ def test_defaults_match_the_factories(name):
 
 
 def test_unknown_name_and_param_errors():
-    with pytest.raises(ValueError, match=r"unknown loss 'arcfce' \(did you mean arcface.*valid: softmax"):
+    with pytest.raises(ValueError, match=r"unknown loss 'arcfce' \(did you mean arcface.*available: softmax"):
         losses.get("arcfce")
     with pytest.raises(ValueError, match=r"no parameter 'scal' \(did you mean scale\?\); valid: scale, margin"):
         losses.get("arcface", scal=30)

@@ -194,3 +194,19 @@ def test_console_script_output_that_is_a_folder_is_one_line(tmp_path):
     result = run_console("make-bin", tmp_path, "--out", folder)
     lines = error_lines(result.stderr)
     assert result.returncode == 2 and len(lines) == 1 and f"{folder}: is a folder" in lines[0], result.stderr
+
+
+def test_eval_keeps_its_metrics_when_the_disk_fills(tmp_path, faces_small, tiny_teacher, cli):
+    """Fault 6: --json on a full disk: one line, the table is printed and --csv still written."""
+    heldout = B.make_bin(faces_small, tmp_path / "ok.bin", n_pairs=40)
+    with small_disk(tmp_path / "disk", "64k") as disk:
+        with contextlib.suppress(OSError), open(disk / "filler", "wb") as handle:
+            while True:
+                handle.write(b"\0" * 4096)
+                handle.flush()
+        code, out, err = cli("eval", "-m", tiny_teacher, "-b", heldout, "--json", disk / "m.json",
+                             "--csv", tmp_path / "m.csv")
+        lines = error_lines(err)
+        assert code == 2 and len(lines) == 1 and "no space left on the device" in lines[0], err
+        assert str(disk / "m.json") in lines[0] and "ok" in out and (tmp_path / "m.csv").is_file(), out
+        assert not list(disk.glob("*.tmp"))

@@ -79,23 +79,22 @@ def test_flipped_bit_is_caught_and_a_rerun_of_embed_redoes_the_shard(made, store
     assert not list(store.glob("*.tmp"))
 
 
-@pytest.mark.parametrize("damage, needle", [
-    ("nan", r"shard-00001.h5: embedding has NaN/inf in 1 row\(s\) \(sample_id \[19\]\)"),
-    ("norm", r"shard-00002.h5: embedding not unit-norm in 1 row\(s\) \(sample_id \[34\]\)"),
-])
-def test_bad_rows_refused_at_training_naming_shard_and_sample(made, store, tmp_path, cli, damage, needle):
+@pytest.mark.parametrize("damage, mode", [("nan", "memory"), ("norm", "pread"), ("nan", "mmap")])
+def test_bad_rows_refused_at_training_naming_shard_and_sample(made, store, tmp_path, cli, damage, mode):
     """Fault 4 (rows): rows that were wrong when written (checksum intact) stop training in one
-    line naming the shard and the sample, before any step (not as a NaN loss later)."""
-    name, row = ("shard-00001.h5", 3) if damage == "nan" else ("shard-00002.h5", 2)
+    line naming the shard and the sample, in every ``data.targets`` mode (whole table, or rows
+    read per batch), not as a NaN loss later."""
+    name, row, sample = ("shard-00001.h5", 3, 19) if damage == "nan" else ("shard-00002.h5", 2, 34)
     with h5py.File(store / name, "r+") as handle:
         values = handle["embedding"][row]
         handle["embedding"][row] = np.nan if damage == "nan" else values * 1.5
     reseal(store, name)
     code, out, err = cli("train", "--recipe", train_recipe(tmp_path, made / "data", store),
-                         "--run-dir", tmp_path / "run", "--no-progress")
+                         "--run-dir", tmp_path / "run", "--no-progress", "--set", f"data.targets={mode}")
     lines = error_lines(err)
     assert code == 2 and len(lines) == 1, err
-    assert re.search(needle, lines[0]), lines[0]
+    what = "NaN/inf" if damage == "nan" else "not unit-norm"
+    assert re.search(rf"{name}: .*{what}.*sample_id \[?{sample}\b", lines[0]), lines[0]
 
 
 @pytest.mark.parametrize("sealed", [True, False])

@@ -147,7 +147,7 @@ def test_plugin_teacher_wraps_any_callable(tmp_path, keras_teacher, faces, monke
         load_teacher("no_such_module_xyz:f")
     with pytest.raises(TeacherError, match="has no attribute 'nope'"):
         load_teacher("my_plugin:nope")
-    with pytest.raises(TeacherError, match=r"missing\.onnx: teacher model file does not exist"):
+    with pytest.raises(TeacherError, match=r"missing\.onnx: model file does not exist"):
         load_teacher(tmp_path / "missing.onnx")
 
 

@@ -51,7 +51,8 @@ def test_train_cli_writes_run_and_lowers_loss(orl_setup, tmp_path, cli):
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
     assert history[-1]["loss"]["total"] < history[0]["loss"]["total"]
     assert history[-1]["loss"]["distill"] < history[0]["loss"]["distill"]
-    assert set(history[0]["eval"]["heldout"]) == {"accuracy", "accuracy_std", "threshold"}
+    assert set(history[0]["eval"]["heldout"]) == {"accuracy", "accuracy_std", "threshold", "accuracy_exact",
+                                                  "threshold_exact", "tar_at_far_1e-3", "auc"}
     assert [e["step"] for e in history[1]["step_evals"]] == [4, 5]     # 3 steps/epoch
     assert "heldout" in history[1]["step_evals"][0]["eval"]
     saved = yaml.safe_load((run / "recipe.yaml").read_text())
@@ -111,9 +112,10 @@ def test_nan_loss_stops_naming_step_and_terms(orl_setup, tmp_path):
 
 
 def test_distill_without_store_refused(orl_setup, tmp_path):
-    from distill.train.trainer import TrainingError, train
+    from distill.train.recipe import RecipeError
+    from distill.train.trainer import train
 
-    with pytest.raises(TrainingError, match="data.store is not set"):
+    with pytest.raises(RecipeError, match="data.store is not set"):
         train(recipe(orl_setup, data={"store": None}), tmp_path / "run", progress=False)
 
 

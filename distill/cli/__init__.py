@@ -29,6 +29,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+@app.callback()
+def _options(verbose: bool = typer.Option(False, "--verbose", help="Also show TensorFlow's C++ start-up and device lines (hidden by default; setting TF_CPP_MIN_LOG_LEVEL yourself shows them too).")):
+    """Knowledge distillation for face-recognition embeddings."""
+    from distill.quiet import quiet_tensorflow
+
+    quiet_tensorflow(verbose)
+
+
 for _module in COMMAND_MODULES:
     importlib.import_module(f"distill.cli.{_module}").register(app)
 

@@ -76,7 +76,7 @@ def make_bin_command(
 
 
 def eval_ijb_command(
-    model: List[Path] = typer.Option(..., "--model", "-m", help="Embedding model (.keras, .h5 or SavedModel dir); repeat for several."),
+    model: List[str] = typer.Option(..., "--model", "-m", help="Embedding model: .keras/.h5/SavedModel, .onnx, .tflite or a plugin module:function; repeat for several."),
     root: Path = typer.Option(..., "--root", help="IJB-B/IJB-C folder: loose_crop images + meta files (*_face_tid_mid.txt, *_name_5pts_score.txt, *_template_pair_label.txt)."),
     prefix: Optional[str] = typer.Option(None, "--prefix", help="Meta file prefix, e.g. ijbc or ijbb (default: found in --root)."),
     flip: bool = typer.Option(True, "--flip/--no-flip", help="Add the embedding of the mirrored face."),
@@ -87,13 +87,13 @@ def eval_ijb_command(
     with user_errors():
         check_writable(json_out, "--json")
         from distill.evals.ijb import evaluate_ijb
-        from distill.evals.verification import keras_embed_fn, load_embedding_model
+        from distill.evals.verification import model_embed_fn
         from distill.report.table import format_table as plain_table
         from distill.utils import atomic_write_text
 
         rows = []
         for path in model:
-            result = evaluate_ijb(keras_embed_fn(load_embedding_model(path), batch_size), root,
+            result = evaluate_ijb(model_embed_fn(path, batch_size), root,
                                   prefix=prefix, batch_size=batch_size, flip=flip)
             rows.append({"model": str(path), **{k: (f"{v:.4f}" if isinstance(v, float) else v)
                                                  for k, v in result.items()}})

@@ -15,14 +15,23 @@ def report_command(
     markdown: bool = typer.Option(False, "--markdown", help="A Markdown table (the default)."),
     sort_by: Optional[str] = typer.Option(None, "--sort-by", help="Sort by this evaluation set's best accuracy, descending."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the table to this file instead of printing it."),
+    final: bool = typer.Option(False, "--final", help="Final models only (no selection on evaluation sets): runs differing only in seed merged (mean ± std), TAR@FAR=1e-3, params, training minutes."),
+    evals: List[Path] = typer.Option([], "--evals", help="With --final: also rows from `distill eval --json` files (e.g. teachers)."),
 ):
     """One row per run: the settings that differ (from each recipe.yaml), best accuracy and epoch per set, progress."""
     with user_errors():
-        from distill.report.runs import RunError, compare_runs, format_report
+        from distill.report.runs import RunError, compare_runs, format_report, summarize_runs
 
         if csv and markdown:
             raise RunError("give --csv or --markdown, not both")
-        text = format_report(compare_runs(runs, sort_by=sort_by), "csv" if csv else "markdown")
+        if final:
+            import json
+
+            rows = [row for path in evals for row in json.loads(path.read_text())]
+            table = summarize_runs(runs, rows)
+        else:
+            table = compare_runs(runs, sort_by=sort_by)
+        text = format_report(table, "csv" if csv else "markdown")
         if out is None:
             typer.echo(text)
             return
@@ -52,19 +61,13 @@ def run_status_command(
     (`distill train --resume RUN`); new: nothing to continue (train it from its recipe).
     """
     with user_errors():
-        from distill.report.runs import load_run
+        from distill.report.runs import run_status
 
         all_complete = True
         for path in runs:
-            if not (path / "recipe.yaml").is_file():
-                typer.echo(f"new\t{path}\t-")
-                all_complete = False
-                continue
-            run = load_run(path)
-            done = run.complete and (path / "model.keras").is_file()   # final model saved too
-            all_complete &= done
-            word = "complete" if done else "resume" if run.has_checkpoint else "new"
-            typer.echo(f"{word}\t{path}\t{run.epochs_done}/{run.total_epochs}")
+            word, progress = run_status(path)
+            all_complete &= word == "complete"
+            typer.echo(f"{word}\t{path}\t{progress}")
     if not all_complete:
         raise typer.Exit(code=1)
 

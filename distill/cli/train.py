@@ -16,6 +16,7 @@ def train_command(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory from its last checkpoint."),
     stop_after_epochs: Optional[int] = typer.Option(None, "--stop-after-epochs", help="End this call after N epochs (checkpointed); continue later with --resume."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    check: bool = typer.Option(False, "--check", help="Only check the recipe (names, parameters, ranges, files), print it resolved with the model's size and each stage's terms, and exit."),
 ):
     """Train a student on classification + embedding distillation from a recipe."""
     with user_errors():
@@ -23,6 +24,14 @@ def train_command(
 
         if resume is None and recipe is None:
             raise TrainingError("give --recipe FILE.yaml (or --resume RUN_DIR)")
+        if check:
+            from distill.train.checks import preflight
+            from distill.train.recipe import load_recipe
+
+            source = Path(resume) / "recipe.yaml" if resume else recipe
+            for line in preflight(load_recipe(source, set_), str(source)):
+                typer.echo(line)
+            return
         result = train(recipe, run_dir=resume or run_dir, overrides=set_, resume=resume is not None,
                        progress=progress, stop_after_epochs=stop_after_epochs)
         typer.echo(f"run: {result.run_dir}")

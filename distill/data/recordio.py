@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.data.sources import DataError, ListedSource, register_source
+from distill.data.sources import DataError, ListedSource, find_rec
 
 log = logging.getLogger(__name__)
 
@@ -316,16 +316,6 @@ class RecordIOSource(ListedSource):
             yield f"{name}:{key}\t{label}\n"
 
 
-def find_rec(path) -> Path | None:
-    """``path`` itself if it is a ``.rec`` file, ``path/train.rec`` for a folder, else None."""
-    path = Path(path)
-    if path.is_file() and path.suffix.lower() == ".rec":
-        return path
-    if path.is_dir() and (path / "train.rec").is_file():
-        return path / "train.rec"
-    return None
-
-
 def open_recordio(path, progress: bool = True) -> RecordIOSource:
     """Open ``DIR`` (holding ``train.rec``/``train.idx``) or ``path/to/name.rec``."""
     rec = find_rec(path)
@@ -334,4 +324,55 @@ def open_recordio(path, progress: bool = True) -> RecordIOSource:
     return RecordIOSource(rec, progress=progress)
 
 
-register_source("recordio", lambda p: find_rec(p) is not None, open_recordio)
+#: leading bytes → file extension of the encoded image.
+IMAGE_SIGNATURES = {
+    b"\xff\xd8\xff": "jpg",
+    b"\x89PNG\r\n\x1a\n": "png",
+    b"BM": "bmp",
+    b"GIF87a": "gif",
+    b"GIF89a": "gif",
+}
+
+
+def image_extension(data: bytes, where: str) -> str:
+    """File extension for encoded image bytes, from their signature."""
+    for signature, extension in IMAGE_SIGNATURES.items():
+        if data.startswith(signature):
+            return extension
+    raise DataError(f"{where}: not a JPEG/PNG/BMP/GIF image (starts with {data[:8].hex() or 'nothing'})")
+
+
+def rec_to_folder(rec, out, progress: bool = True) -> tuple[int, int]:
+    """Write every image of the RecordIO set ``rec`` to ``out/<label>/<key>.<ext>`` with its
+    original bytes. Files already there are kept (each is written to a temporary name and
+    renamed, so a present file is complete), which makes an interrupted run resumable.
+    Returns ``(written, already present)``.
+    """
+    from tqdm import tqdm
+
+    from distill.utils import TMP_SUFFIX, remove_temporaries
+
+    source = open_recordio(rec, progress=progress)
+    out = Path(out)
+    written = present = 0
+    current, done = None, set()  # records come grouped by class: list each folder once
+    with tqdm(total=len(source), desc="rec2folder", unit="img", disable=not progress) as bar:
+        for sample_id, (key, label) in enumerate(zip(source.keys.tolist(), source.labels.tolist())):
+            folder = out / str(label)
+            if label != current:
+                folder.mkdir(parents=True, exist_ok=True)
+                remove_temporaries(folder)   # left by an interrupted earlier run
+                current = label
+                done = {f.split(".")[0] for f in os.listdir(folder) if not f.startswith(".")}
+            if str(key) in done:
+                present += 1
+            else:
+                data = source.read_encoded(sample_id)
+                target = folder / f"{key}.{image_extension(data, source.describe(sample_id))}"
+                tmp = folder / f".{target.name}.{os.getpid()}{TMP_SUFFIX}"
+                tmp.write_bytes(data)
+                os.replace(tmp, target)
+                written += 1
+            bar.update(1)
+    return written, present
+

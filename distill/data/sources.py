@@ -25,6 +25,8 @@ from typing import Callable
 
 import numpy as np
 
+from distill.registry import Registry
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 
@@ -190,27 +192,37 @@ def open_file_list(list_path) -> FileSource:
     return FileSource(base, paths, np.array(labels), class_names)
 
 
-#: name → (predicate on a path, opener). The first matching entry opens the path.
-SOURCE_OPENERS: dict[str, tuple[Callable[[Path], bool], Callable]] = {
-    "file_list": (lambda p: p.is_file() and p.suffix.lower() in (".csv", ".tsv", ".txt", ".lst"),
-                  open_file_list),
-    "folder": (lambda p: True, open_folder),
-}
+#: name → opener(path) → source, tried in order; ``accepts`` (a predicate on the path) says
+#: which paths an opener takes. The first accepting entry opens the path.
+def find_rec(path) -> Path | None:
+    """``path`` itself if it is a ``.rec`` file, ``path/train.rec`` for a folder, else None."""
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() == ".rec":
+        return path
+    if path.is_dir() and (path / "train.rec").is_file():
+        return path / "train.rec"
+    return None
+
+
+SOURCES = Registry("dataset source", error=DataError)
+SOURCES.register("recordio", "distill.data.recordio:open_recordio",    # InsightFace train.rec/.idx
+                 accepts=lambda p: find_rec(p) is not None)
+SOURCES.register("file_list", open_file_list,
+                 accepts=lambda p: p.is_file() and p.suffix.lower() in (".csv", ".tsv", ".txt", ".lst"))
+SOURCES.register("folder", open_folder, accepts=lambda p: True)
 
 
 def register_source(name: str, predicate: Callable[[Path], bool], opener: Callable, first=True) -> None:
     """Register a source kind (e.g. MXNet RecordIO); ``first`` puts it ahead of the folder fallback."""
-    items = list(SOURCE_OPENERS.items())
-    items.insert(0 if first else len(items), (name, (predicate, opener)))
-    SOURCE_OPENERS.clear()
-    SOURCE_OPENERS.update(items)
+    SOURCES.register(name, opener, first=first, accepts=predicate)
 
 
 def open_source(path):
     """Open a dataset at ``path`` with the first registered opener that accepts it."""
     path = Path(path)
-    for predicate, opener in SOURCE_OPENERS.values():
-        if predicate(path):
-            return opener(path)
+    for entry in SOURCES.entries():
+        if entry.info["accepts"](path):
+            return SOURCES.builder(entry.name)(path)
     raise DataError(f"{path}: not a known dataset format")
-from distill.data import recordio  # noqa: E402,F401  (registers the "recordio" source)
+
+

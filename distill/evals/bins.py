@@ -126,8 +126,25 @@ def list_class_images(source_dir) -> list[tuple[str, list[Path]]]:
     return classes
 
 
+def fold_order(issame, n_folds: int = 10) -> np.ndarray:
+    """Indices that lay pairs out fold by fold: contiguous fold ``k`` of ``n_folds`` takes the
+    k-th share of the matched pairs (in their order), then the k-th share of the mismatched
+    ones — the layout of LFW View 2 and InsightFace's ``.bin`` files. Too few of a kind to
+    fill the folds: the order is kept."""
+    issame = np.asarray(issame, dtype=bool)
+    same, diff = np.flatnonzero(issame), np.flatnonzero(~issame)
+    if min(same.size, diff.size) < n_folds:
+        return np.arange(issame.size)
+    parts = []
+    for fold in range(n_folds):
+        for group in (same, diff):
+            parts.append(group[fold * group.size // n_folds:(fold + 1) * group.size // n_folds])
+    return np.concatenate(parts)
+
+
 def sample_pairs(labels, n_pairs: int, seed: int = 0) -> list[tuple[int, int, bool]]:
-    """``n_pairs/2`` distinct same-class and ``n_pairs/2`` distinct different-class pairs, shuffled.
+    """``n_pairs/2`` distinct same-class and ``n_pairs/2`` distinct different-class pairs, in a
+    random order laid out fold by fold (:func:`fold_order`).
 
     ``labels[k]`` is the class of image ``k``; each pair is ``(k1, k2, issame)`` with ``k1 < k2``,
     drawn uniformly without repetition; deterministic for a given seed.
@@ -152,7 +169,8 @@ def sample_pairs(labels, n_pairs: int, seed: int = 0) -> list[tuple[int, int, bo
         pairs = [(int(first[k]), int(second[k]), bool(is_same[k])) for k in chosen]
     else:
         pairs = _rejection_pairs(rng, labels, sizes, half)
-    return [pairs[i] for i in rng.permutation(len(pairs))]
+    pairs = [pairs[i] for i in rng.permutation(len(pairs))]
+    return [pairs[i] for i in fold_order([same for _, _, same in pairs])]
 
 
 _ENUMERATE_LIMIT = 4_000_000

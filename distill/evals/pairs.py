@@ -85,17 +85,12 @@ def pair_image_path(images_dir, name: str, index: int) -> Path:
 
 
 def in_fold_order(pairs: list[Pair], n_folds: int = 10) -> list[Pair]:
-    """``pairs`` reordered fold by fold: fold ``k`` takes the k-th tenth of the matched pairs
-    (in file order), then the k-th tenth of the mismatched ones. View 2's order is kept as is."""
-    same = [pair for pair in pairs if pair.issame]
-    diff = [pair for pair in pairs if not pair.issame]
-    if min(len(same), len(diff)) < n_folds:
-        return list(pairs)
-    ordered = []
-    for fold in range(n_folds):
-        for group in (same, diff):
-            ordered.extend(group[fold * len(group) // n_folds:(fold + 1) * len(group) // n_folds])
-    return ordered
+    """``pairs`` reordered fold by fold (:func:`distill.evals.bins.fold_order`): fold ``k``
+    takes the k-th tenth of the matched pairs (in file order), then the k-th tenth of the
+    mismatched ones. View 2's order is kept as is."""
+    from distill.evals.bins import fold_order
+
+    return [pairs[i] for i in fold_order([pair.issame for pair in pairs], n_folds)]
 
 
 def read_pair_images(pairs_path, images_dir) -> tuple[list[bytes], np.ndarray, list[Path]]:

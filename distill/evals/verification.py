@@ -41,11 +41,31 @@ def embed_images(embed_fn, images_uint8, batch_size: int = 128) -> np.ndarray:
     return np.concatenate(chunks)
 
 
+def unique_images(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(first index of each distinct image, index into those for every image)``: pair sets
+    repeat their images (LFW View 2 lists ~7,700 distinct photos in 12,000 slots), and a slow
+    teacher should embed each once."""
+    import hashlib
+
+    seen: dict[bytes, int] = {}
+    keep, inverse = [], np.empty(len(images), dtype=np.int64)
+    for i, image in enumerate(images):
+        digest = hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16).digest()
+        if digest not in seen:
+            seen[digest] = len(keep)
+            keep.append(i)
+        inverse[i] = seen[digest]
+    return np.asarray(keep, dtype=np.int64), inverse
+
+
 def embed_with_flip(embed_fn, images_uint8, batch_size: int = 128, flip: bool = True):
-    """``(embeddings, flipped-image embeddings or None)``; each image is embedded once."""
+    """``(embeddings, flipped-image embeddings or None)``; each distinct image is embedded once."""
     images = np.asarray(images_uint8)
-    plain = embed_images(embed_fn, images, batch_size)
-    mirrored = embed_images(embed_fn, np.ascontiguousarray(images[:, :, ::-1]), batch_size) if flip else None
+    keep, inverse = unique_images(images)
+    distinct = images[keep]
+    plain = embed_images(embed_fn, distinct, batch_size)[inverse]
+    mirrored = (embed_images(embed_fn, np.ascontiguousarray(distinct[:, :, ::-1]), batch_size)[inverse]
+                if flip else None)
     return plain, mirrored
 
 
@@ -149,67 +169,16 @@ def keras_embed_fn(model, batch_size: int | None = None):
     return embed_fn
 
 
-class _SavedModelEmbedder:
-    """A TF SavedModel signature called like a Keras model (one image input, one output)."""
-
-    def __init__(self, loaded, path):
-        signatures = getattr(loaded, "signatures", {})
-        if "serving_default" not in signatures:
-            raise ValueError(f"{path}: SavedModel has no 'serving_default' signature")
-        self._loaded = loaded  # keep the variables alive
-        self._fn = signatures["serving_default"]
-        specs = self._fn.structured_input_signature[1]
-        if len(specs) != 1:
-            raise ValueError(f"{path}: SavedModel signature takes {len(specs)} inputs; expected one image batch")
-        self._arg, spec = next(iter(specs.items()))
-        self.input_shape = tuple(spec.shape.as_list())
-        self._dtype = spec.dtype
-
-    def __call__(self, images, training=False):
-        import tensorflow as tf
-
-        out = self._fn(**{self._arg: tf.cast(images, self._dtype)})
-        return out
-
-
-def load_embedding_model(path):
-    """Load an embedding model: ``.keras`` / ``.h5`` file or a TF SavedModel directory."""
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"{path}: model file or directory does not exist")
-    if path.is_dir():
-        if not (path / "saved_model.pb").exists():
-            raise ValueError(f"{path}: directory is not a SavedModel (no saved_model.pb)")
-        import tensorflow as tf
-
-        try:
-            loaded = tf.saved_model.load(str(path))
-        except Exception as exc:  # noqa: BLE001 - TF raises many types
-            raise ValueError(f"{path}: cannot load SavedModel ({type(exc).__name__}: {exc})") from None
-        return _SavedModelEmbedder(loaded, path)
-    if path.suffix.lower() not in (".keras", ".h5", ".hdf5"):
-        raise ValueError(f"{path}: not a model (expected a .keras or .h5 file or a SavedModel directory)")
-    import keras
+def model_embed_fn(spec, batch_size: int = 128):
+    """A uint8 ``embed_fn`` for any model file: Keras/.h5/SavedModel, ONNX, TFLite, or a plugin
+    ``module:function``, run by the project's one model runtime (:func:`teachers.load_teacher`,
+    each with its declared input contract); ``embed_images`` feeds it ``batch_size`` at a time."""
+    from teachers import TeacherError, load_teacher
 
     try:
-        return keras.models.load_model(str(path), compile=False)
-    except Exception as exc:  # noqa: BLE001 - Keras raises many types for corrupt files
-        raise ValueError(f"{path}: cannot load Keras model ({type(exc).__name__}: {exc})") from None
-
-
-def model_embed_fn(spec, batch_size: int = 128):
-    """A uint8 ``embed_fn`` for any model a teacher can be: a Keras file or SavedModel (run with
-    the project's normalisation), or an ONNX, TFLite or plugin ``module:function`` model (run by
-    its :mod:`teachers` loader with its declared preprocessing)."""
-    from teachers import TEACHER_LOADERS
-
-    spec = str(spec)
-    if TEACHER_LOADERS["keras"][0](spec) and not any(
-            predicate(spec) for name, (predicate, _) in TEACHER_LOADERS.items() if name != "keras"):
-        return keras_embed_fn(load_embedding_model(spec), batch_size=batch_size)
-    from teachers import load_teacher
-
-    teacher = load_teacher(spec)
+        teacher = load_teacher(spec)
+    except TeacherError as exc:
+        raise ValueError(str(exc)) from None
     return lambda images: np.asarray(teacher.embed(images), dtype=np.float32)
 
 

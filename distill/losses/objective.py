@@ -14,10 +14,8 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from distill import losses
-
-#: recipe sections that are terms, with the kind they must be and their default loss
-NAMED_TERMS = {"classification": ("classification", None), "distill": ("distillation", "l2"),
-               "triplet": ("metric", "triplet_batch_hard"), "center": ("metric", "center")}
+from distill.losses import NAMED_TERMS
+from distill.losses.partial_fc import SAMPLE_RATE, check_sample_rate
 
 
 @dataclass
@@ -27,6 +25,7 @@ class Term:
     label: str          # its name in logs and history: classification, distill, rkd, ...
     loss: object
     weight: float
+    sample_rate: float = 1.0   # classification: Partial FC's share of classes (losses.partial_fc)
 
     @property
     def kind(self) -> str:
@@ -45,7 +44,10 @@ def build_term(label: str, config: dict, kind: str | None = None, default_name: 
     if kind is not None and loss_spec.kind != kind:
         valid = ", ".join(n for n, s in losses.available().items() if s.kind == kind)
         raise ValueError(f"loss '{name}' is a {loss_spec.kind} loss, not {kind}; valid: {valid}")
-    return Term(label, losses.get(name, **config), weight)
+    rate = 1.0
+    if loss_spec.kind == "classification" and SAMPLE_RATE in config:
+        rate = check_sample_rate(config.pop(SAMPLE_RATE))
+    return Term(label, losses.get(name, **config), weight, rate)
 
 
 def _mean(values, weight) -> tf.Tensor:
@@ -65,6 +67,11 @@ class Objective:
         if len(set(labels)) != len(labels):
             raise ValueError(f"two objective terms share a name: {labels}")
         self.needs_norms = any(getattr(t.loss, "needs_norms", False) for t in self.terms)
+        rates = {t.sample_rate for t in self.terms if t.kind == "classification"}
+        if len(rates) > 1:
+            raise ValueError("classification terms share one sampled classifier, but their "
+                             f"sample_rate differs: {sorted(rates)}")
+        self.sample_rate = rates.pop() if rates else 1.0
 
     def has(self, kind: str) -> bool:
         return any(term.kind == kind for term in self.terms)
@@ -95,9 +102,10 @@ class Objective:
         return self
 
     def term_values(self, labels, cosine, embeddings, teacher_embeddings=None, norms=None,
-                    sample_weight=None) -> dict:
+                    sample_weight=None, class_labels=None) -> dict:
         """``{label: unweighted batch mean}`` of every term (means weighted by ``sample_weight``
-        if given; label-based terms only over labelled samples)."""
+        if given; label-based terms only over labelled samples). ``class_labels``: the labels
+        as columns of ``cosine`` when it holds sampled classes only (Partial FC)."""
         if self.has("distillation") and teacher_embeddings is None:
             raise ValueError("a distillation term needs teacher_embeddings")
         if self.has("classification") and cosine is None:
@@ -107,7 +115,8 @@ class Objective:
                     else tf.reshape(tf.cast(sample_weight, tf.float32), [-1]))
         labelled = everyone * tf.cast(labels >= 0, tf.float32)
         safe_labels = tf.maximum(labels, 0)
-        self.build(num_classes=None if cosine is None else cosine.shape[-1],
+        columns = safe_labels if class_labels is None else tf.maximum(tf.reshape(class_labels, [-1]), 0)
+        self.build(num_classes=None if cosine is None or class_labels is not None else cosine.shape[-1],
                    embedding_dim=embeddings.shape[-1],
                    teacher_dim=None if teacher_embeddings is None else teacher_embeddings.shape[-1])
         if self.needs_norms and norms is None:
@@ -115,7 +124,7 @@ class Objective:
         out = {}
         for term in self.terms:
             if term.kind == "classification":
-                out[term.label] = _mean(term.loss(safe_labels, cosine, norms), labelled)
+                out[term.label] = _mean(term.loss(columns, cosine, norms), labelled)
             elif term.kind == "metric":
                 out[term.label] = _mean(term.loss(safe_labels, embeddings), labelled)
             else:
@@ -129,8 +138,9 @@ class Objective:
         return total
 
     def __call__(self, labels, cosine, embeddings, teacher_embeddings=None, norms=None,
-                 sample_weight=None) -> dict:
-        values = self.term_values(labels, cosine, embeddings, teacher_embeddings, norms, sample_weight)
+                 sample_weight=None, class_labels=None) -> dict:
+        values = self.term_values(labels, cosine, embeddings, teacher_embeddings, norms, sample_weight,
+                                  class_labels)
         return {"total": self.total(values), **values}
 
 

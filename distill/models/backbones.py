@@ -6,14 +6,11 @@ can have its ReLUs swapped for PReLUs (``activation="prelu"``) as InsightFace mo
 """
 from __future__ import annotations
 
-from distill.registry import registrar
+from distill.registry import Registry
+from teachers.iresnet import IRESNET_LAYERS
 
-from typing import Callable
-
-BACKBONES: dict[str, Callable] = {}
-
-
-register_backbone = registrar(BACKBONES)
+BACKBONES = Registry("backbone", skip=("input_shape",))
+register_backbone = BACKBONES.register
 
 
 @register_backbone("mobilenet")
@@ -67,9 +64,7 @@ def relu_to_prelu(model):
 
 
 def build_backbone(name: str, input_shape=(112, 112, 3), activation: str = "relu", **params):
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(sorted(BACKBONES))}")
-    model = BACKBONES[name](input_shape=input_shape, **params)
+    model = BACKBONES.build(name, input_shape=input_shape, place="model.backbone", **params)
     if activation == "prelu":
         return relu_to_prelu(model)
     if activation != "relu":
@@ -77,5 +72,8 @@ def build_backbone(name: str, input_shape=(112, 112, 3), activation: str = "relu
     return model
 
 
-from distill.models import mobilefacenet  # noqa: E402,F401  (registers mobilefacenet, mobilefacenet_se)
-from distill.models import iresnet_backbones  # noqa: E402,F401  (registers iresnet18 … iresnet200)
+# registered lazily: their modules are imported when one is built (no import cycle)
+register_backbone("mobilefacenet", "distill.models.mobilefacenet:mobilefacenet")
+register_backbone("mobilefacenet_se", "distill.models.mobilefacenet:mobilefacenet_se")
+for _depth in IRESNET_LAYERS:   # the one IResNet, shared with the teachers (teachers/iresnet.py)
+    register_backbone(f"iresnet{_depth}", "teachers.iresnet:iresnet", preset={"depth": _depth})

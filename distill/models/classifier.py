@@ -28,13 +28,20 @@ class CosineClassifier(keras.layers.Layer):
             name="kernel", shape=(int(input_shape[-1]), self.num_classes * self.sub_centers),
             initializer=self.kernel_initializer, trainable=True, dtype="float32")
 
-    def call(self, embeddings):
+    def call(self, embeddings, classes=None):
+        """Cosines to every class, or with ``classes`` (int [S]) to those classes only, in that
+        order (Partial FC: only their columns are read and normalised)."""
         x = ops.cast(embeddings, "float32")
         x = x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-24))
-        w = self.kernel * ops.rsqrt(ops.maximum(ops.sum(ops.square(self.kernel), axis=0, keepdims=True), 1e-24))
+        kernel, shape = self.kernel, (-1, self.num_classes, self.sub_centers)
+        if classes is not None:
+            columns = ops.reshape(ops.expand_dims(ops.cast(classes, "int32") * self.sub_centers, -1)
+                                  + ops.arange(self.sub_centers, dtype="int32"), (-1,))
+            kernel, shape = ops.take(self.kernel, columns, axis=1), (ops.shape(x)[0], -1, self.sub_centers)
+        w = kernel * ops.rsqrt(ops.maximum(ops.sum(ops.square(kernel), axis=0, keepdims=True), 1e-24))
         cosine = ops.clip(ops.matmul(x, w), -1.0, 1.0)
         if self.sub_centers > 1:
-            cosine = ops.max(ops.reshape(cosine, (-1, self.num_classes, self.sub_centers)), axis=-1)
+            cosine = ops.max(ops.reshape(cosine, shape), axis=-1)
         return cosine
 
     def compute_output_shape(self, input_shape):

@@ -8,14 +8,10 @@
 """
 from __future__ import annotations
 
-from distill.registry import registrar
+from distill.registry import Registry
 
-from typing import Callable
-
-OUTPUT_LAYERS: dict[str, Callable] = {}
-
-
-register_output_layer = registrar(OUTPUT_LAYERS)
+OUTPUT_LAYERS = Registry("output layer", skip=("x", "embedding_size"))
+register_output_layer = OUTPUT_LAYERS.register
 
 
 def _bn(name, momentum, epsilon):
@@ -75,6 +71,4 @@ def output_gdc(x, embedding_size, dropout=0.0, bn_momentum=0.9, bn_epsilon=2e-5)
 
 
 def apply_output_layer(name: str, x, embedding_size: int, **params):
-    if name not in OUTPUT_LAYERS:
-        raise ValueError(f"unknown output layer {name!r}; available: {', '.join(OUTPUT_LAYERS)}")
-    return OUTPUT_LAYERS[name](x, embedding_size, **params)
+    return OUTPUT_LAYERS.builder(name, "model.output_layer")(x, embedding_size, **params)

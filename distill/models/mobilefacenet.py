@@ -6,8 +6,6 @@ feature map for the ``GDC`` output layer. PReLU everywhere but the linear projec
 """
 from __future__ import annotations
 
-from distill.models.backbones import register_backbone
-
 SETTINGS = ((2, 64, 5, 2), (4, 128, 1, 2), (2, 128, 6, 1), (4, 128, 1, 2), (2, 128, 2, 1))
 
 
@@ -59,11 +57,9 @@ def _mobilefacenet(input_shape, alpha, se, name):
     return keras.Model(inputs, x, name=name)
 
 
-@register_backbone("mobilefacenet")
 def mobilefacenet(input_shape=(112, 112, 3), alpha: float = 1.0):
     return _mobilefacenet(input_shape, alpha, se=False, name="mobilefacenet")
 
 
-@register_backbone("mobilefacenet_se")
 def mobilefacenet_se(input_shape=(112, 112, 3), alpha: float = 1.0):
     return _mobilefacenet(input_shape, alpha, se=True, name="mobilefacenet_se")

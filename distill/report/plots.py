@@ -50,14 +50,17 @@ def available_metrics(runs: list[Run]) -> list[str]:
 
 def stage_label(stage) -> str:
     """E.g. ``arcface s=64 + distill×64, lr 0.001`` for a resolved stage."""
-    text = stage.loss.get("name", "?")
-    if stage.loss.get("scale") is not None:
-        text += f" s={float(stage.loss['scale']):g}"
-    for term, config in (("distill", stage.distill), ("triplet", stage.triplet),
-                         ("center", stage.center)):
-        if config.get("weight"):
-            text += f" + {config.get('name', term)}×{float(config['weight']):g}"
-    return f"{text}, lr {stage.lr:g}"
+    parts = []
+    if stage.weight("classification"):
+        text = stage.loss.get("name", "?")
+        if stage.loss.get("scale") is not None:
+            text += f" s={float(stage.loss['scale']):g}"
+        weight = stage.weight("classification")
+        parts.append(text if weight == 1 else f"{text}×{weight:g}")
+    for label, config in stage.term_configs().items():
+        if label != "classification" and stage.weight(label):
+            parts.append(f"{config.get('name', label)}×{stage.weight(label):g}")
+    return f"{' + '.join(parts) or '-'}, lr {stage.lr:g}"
 
 
 def _stages(run: Run) -> list[dict]:

@@ -114,6 +114,19 @@ def load_run(run_dir) -> Run:
     return Run(path, recipe, history, epochs_done, has_checkpoint, flatten(recipe.to_dict()))
 
 
+def run_status(run_dir) -> tuple[str, str]:
+    """``(state, progress)`` of a run directory for sweep scripts: ``complete`` (every epoch
+    done and model.keras saved), ``resume`` (a checkpoint to continue from) or ``new``
+    (nothing to continue); progress ``DONE/TOTAL`` (``-`` for a new directory)."""
+    path = Path(run_dir)
+    if not (path / "recipe.yaml").is_file():
+        return "new", "-"
+    run = load_run(path)
+    done = run.complete and (path / "model.keras").is_file()
+    word = "complete" if done else "resume" if run.has_checkpoint else "new"
+    return word, f"{run.epochs_done}/{run.total_epochs}"
+
+
 def flatten(value, prefix: str = "") -> dict:
     """Nested dicts (and lists of dicts, by index) → ``{"a.b.0.c": leaf}``."""
     if isinstance(value, dict):
@@ -199,6 +212,73 @@ def compare_runs(run_dirs, sort_by: str | None = None) -> list[dict]:
     if sort_by is not None:
         rows.sort(key=lambda r: (r[sort_by] is None, -(r[sort_by] or 0.0)))
     return rows
+
+
+def final_metrics(run: Run, set_name: str) -> dict | None:
+    """The metrics of ``set_name`` at the last epoch that evaluated it (the final model's)."""
+    for record in reversed(run.history):
+        metrics = record.get("eval", {}).get(set_name)
+        if metrics:
+            return metrics
+    return None
+
+
+def _mean_std(values: list[float], single_std: float | None) -> str:
+    import numpy as np
+
+    if not values:
+        return "-"
+    std = float(np.std(values)) if len(values) > 1 else single_std
+    return f"{np.mean(values):.4f}" + ("" if std is None else f" ± {std:.4f}")
+
+
+def summarize_runs(run_dirs, evals=()) -> list[dict]:
+    """Final-model results, runs that differ only in ``seed`` merged into one row.
+
+    Per evaluation set: accuracy as mean ± std over the seeds (one seed: ± the 10-fold std)
+    and TAR@FAR=1e-3 (mean); then ``seeds``, ``params`` and training minutes (mean). Nothing
+    is selected on the evaluation sets (the last epoch counts). ``evals``: rows of
+    ``distill eval --json`` (e.g. teachers that were not trained here), one row per model.
+    """
+    import numpy as np
+
+    runs = [load_run(d) for d in run_dirs]
+    keys = [k for k in differing_keys(runs) if k not in ("seed", "name")] if len(runs) > 1 else []
+    sets: list[str] = []
+    for run in runs:
+        sets.extend(s for s in run.eval_sets() if s not in sets)
+    for row in evals:
+        if row["set"] not in sets:
+            sets.append(row["set"])
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(_canonical([run.settings.get(k) for k in keys]), []).append(run)
+    rows = []
+    for members in groups.values():
+        first = members[0]
+        row = {"run": first.name if len(members) == 1 else f"{first.name} (+{len(members) - 1})"}
+        row.update({k: DISPLAY.get(k, _show)(first.settings.get(k)) for k in keys})
+        for name in sets:
+            found = [m for m in (final_metrics(r, name) for r in members) if m]
+            row[name] = _mean_std([m["accuracy"] for m in found], found[0].get("accuracy_std") if found else None)
+            tars = [m["tar_at_far_1e-3"] for m in found if "tar_at_far_1e-3" in m]
+            row[f"{name} TAR@1e-3"] = f"{np.mean(tars):.4f}" if tars else "-"
+        row["seeds"] = len(members)
+        params = [r.history[-1].get("params") for r in members if r.history and r.history[-1].get("params")]
+        row["params"] = f"{params[0]:,}" if params else "-"
+        minutes = [sum(h.get("seconds", 0) for h in r.history) / 60 for r in members]
+        row["train min"] = f"{np.mean(minutes):.1f}" if any(minutes) else "-"
+        row["status"] = "complete" if all(r.complete for r in members) else "incomplete"
+        rows.append(row)
+    by_model: dict[str, dict] = {}
+    for item in evals:
+        row = by_model.setdefault(str(item["model"]), {"run": str(item["model"])})
+        row[item["set"]] = _mean_std([item["accuracy"]], item.get("accuracy_std"))
+        if "tar_at_far_1e-3" in item:
+            row[f"{item['set']} TAR@1e-3"] = f"{item['tar_at_far_1e-3']:.4f}"
+    columns = list(rows[0]) if rows else ["run"] + [c for s in sets for c in (s, f"{s} TAR@1e-3")]
+    extra = [{c: row.get(c, "-") for c in columns} for row in by_model.values()]
+    return extra + rows
 
 
 def _cell(value) -> str:

@@ -73,6 +73,46 @@ def row_problems(ids, values, field: str, manifest) -> list[str]:
     return problems
 
 
+def file_digest(path) -> str:
+    """SHA-256 of a file, read in 8 MiB blocks (no whole shard in memory)."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 23), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def check_shard_file(path, manifest) -> None:
+    """Refuse a shard whose file does not match the SHA-256 recorded in the manifest."""
+    path = Path(path)
+    expected = (manifest.shards.get(path.name) or {}).get("sha256")
+    try:
+        actual = file_digest(path) if expected else None
+    except OSError as exc:
+        raise StoreError(f"{path}: shard cannot be read ({exc.strerror}); {_redo_hint(path)}") from None
+    if expected and actual != expected:
+        raise StoreError(f"{path}: does not match the SHA-256 in the manifest (damaged or changed); "
+                         "rerun the same `distill embed` command to redo it")
+
+
+def bad_row(values, dtype: str):
+    """``(index, what)`` of the first unsound row of ``values`` [N, D] (None when all are sound)."""
+    as32 = np.asarray(values, dtype=np.float32)
+    finite = np.isfinite(as32).all(axis=1)
+    norms = np.linalg.norm(np.where(finite[:, None], as32, 0.0), axis=1)
+    wrong = ~finite | (np.abs(norms - 1.0) > NORM_TOLERANCE.get(dtype, 1e-3))
+    if not wrong.any():
+        return None
+    i = int(np.argmax(wrong))
+    return i, ("has NaN/inf" if not finite[i] else f"is not unit-norm (norm {norms[i]:.4g})")
+
+
+def bad_row_message(shard_path, sample_id: int, what: str) -> str:
+    """The one-line error for an unsound teacher row met while training."""
+    path = Path(shard_path)
+    return f"{path}: embedding {what} (sample_id {sample_id}); {_redo_hint(path)}"
+
+
 def damaged_shards(store_dir, manifest) -> list[str]:
     """Names of recorded shards whose file no longer matches its recorded SHA-256."""
     damaged = []

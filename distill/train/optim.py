@@ -9,18 +9,14 @@ biases, BN beta or statistics; ``classifier_wd_mult`` is MXNet's ``fc7_wd_mult``
 """
 from __future__ import annotations
 
-from distill.registry import registrar
-
-from typing import Callable
+from distill.registry import Registry
 
 DECAYED_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel", "gamma", "alpha", "embeddings")
 
 #: name → builder(config, learning_rate) → keras optimizer; ``decoupled`` ones skip the L2 term.
-OPTIMIZERS: dict[str, Callable] = {}
+OPTIMIZERS = Registry("optimizer", skip=("config", "learning_rate"))
 DECOUPLED = {"adamw"}
-
-
-register_optimizer = registrar(OPTIMIZERS)
+register_optimizer = OPTIMIZERS.register
 
 
 @register_optimizer("sgd")
@@ -55,9 +51,7 @@ def _adamw(config, learning_rate):
 
 
 def build_optimizer(config, learning_rate: float):
-    if config.name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {config.name!r}; available: {', '.join(OPTIMIZERS)}")
-    return OPTIMIZERS[config.name](config, learning_rate)
+    return OPTIMIZERS.builder(config.name, "optimizer.name")(config, learning_rate)
 
 
 def is_decayed(variable) -> bool:

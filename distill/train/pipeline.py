@@ -7,20 +7,16 @@ TF's stateless RNG, so an interrupted and resumed run sees exactly the same batc
 """
 from __future__ import annotations
 
-from distill.registry import registrar
-
-from typing import Callable
-
 import numpy as np
 
 from distill.data.images import decode_and_resize, input_parallelism
 from distill.data.preprocess import normalize
 
+from distill.registry import Registry  # noqa: E402
+
 #: name → function(image uint8 [H,W,3], seed [2] int) → (image uint8, flipped bool)
-AUGMENTATIONS: dict[str, Callable] = {}
-
-
-register_augmentation = registrar(AUGMENTATIONS)
+AUGMENTATIONS = Registry("augmentation", skip=("image", "seed"))
+register_augmentation = AUGMENTATIONS.register
 
 
 def _random_flip(image, seed):
@@ -152,25 +148,33 @@ def balanced_order(sample_ids: np.ndarray, labels: np.ndarray, batch_size: int, 
     return np.asarray(order, dtype=np.int64)
 
 
+def sample_order(sample_ids, labels, batch_size: int, per_identity: int, seed: int, epoch: int):
+    """The order of one epoch: identity-balanced with ``per_identity`` > 0, else shuffled."""
+    if per_identity:
+        return balanced_order(sample_ids, labels, batch_size, per_identity, seed, epoch)
+    return epoch_order(sample_ids, seed, epoch)
+
+
 def training_dataset(source, sample_ids: np.ndarray, batch_size: int, seed: int, epoch: int,
                      augment: str = "flip", targets: TeacherTargets | None = None,
-                     num_parallel_calls: int = -1, per_identity: int = 0, labels=None):
+                     num_parallel_calls: int = -1, per_identity: int = 0, labels=None, share=None):
     """One epoch of batches ``{"image", "label", "sample_id", "flipped"[, "teacher"]}``.
 
     ``image`` is normalised float32 (``preprocess.normalize``); incomplete last batches are
     dropped so every step has the same shape. ``labels`` (by sample_id; −1 = unlabelled)
     replaces ``source.labels``, e.g. after rare classes were unlabelled for training.
+    ``share`` (:class:`distill.train.distributed.ReplicaShare`) keeps this worker's part of
+    every global batch, batched per replica.
     """
     import tensorflow as tf
 
-    if augment not in AUGMENTATIONS:
-        raise ValueError(f"unknown augmentation {augment!r}; available: {', '.join(AUGMENTATIONS)}")
-    augment_fn = AUGMENTATIONS[augment]
+    augment_fn = AUGMENTATIONS.builder(augment, "data.augment")
     parallel = input_parallelism(num_parallel_calls or -1)
     sample_ids = np.asarray(sample_ids, dtype=np.int64)
     labels = np.asarray(source.labels if labels is None else labels, dtype=np.int64)
-    order = (balanced_order(sample_ids, labels, batch_size, per_identity, seed, epoch)
-             if per_identity else epoch_order(sample_ids, seed, epoch))
+    order = sample_order(sample_ids, labels, batch_size, per_identity, seed, epoch)
+    if share is not None:
+        order, batch_size = share(order, batch_size)
     labels = tf.constant(labels, dtype=tf.int64)
 
     def load(sample_id, data):  # per image: decode and augment (uint8)

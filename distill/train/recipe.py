@@ -27,8 +27,10 @@ class DataConfig:
     eval: list = field(default_factory=list)   # verification .bin files
     augment: str = "flip"           # registry name in distill.train.pipeline.AUGMENTATIONS
     min_class_images: int = 1       # classes with fewer images are unlabelled (distillation only)
+    use_unlabeled: bool = True      # false: unlabelled samples are not trained on at all
     num_parallel_reads: int = -1    # decode threads; -1: AUTOTUNE with a GPU, cores/4 on CPU
     skip_bad: bool = False          # leave out (and record in RUN/skipped.json) unreadable images
+    targets: str = "auto"           # teacher targets: memory, pread, mmap, auto (distill.train.targets)
 
 
 @dataclass
@@ -88,12 +90,13 @@ class TrainConfig:
     eval_batch_size: int = 128
     eval_every_epochs: int = 1      # evaluate after every N-th epoch (and always after the last)
     eval_every_steps: int = 0       # also evaluate every N steps (0: only after epochs)
-    distribute: str = "auto"        # auto (mirrored over all GPUs when >1), none, mirrored
+    distribute: str = "auto"        # auto (mirrored over all GPUs when >1), none, mirrored, multi_worker
     devices: list = field(default_factory=list)  # replicas for mirrored ([]: every GPU)
     sync_bn: bool = True            # BN statistics over the global batch when replicated
     mixed_precision: bool = False   # student in float16 compute; classifier and losses float32
     images_per_identity: int = 4    # K of balanced N×K batches, used when a triplet term is on
     gradient_stats: bool = True     # log each term's gradient norm and cosine vs classification
+    deterministic: bool = True      # same weights on every run and after resume (see step.py)
 
 
 @dataclass
@@ -141,14 +144,21 @@ def recipe_from_dict(raw: dict, where: str = "recipe") -> Recipe:
     if not recipe.data.train:
         raise RecipeError(f"{where}: data.train (the training images) is required")
     _check_terms(recipe, where)
-    return recipe
+    from distill.train.targets import TARGET_MODES
+
+    if recipe.data.targets not in TARGET_MODES:
+        raise RecipeError(f"{where}: data.targets must be one of {', '.join(TARGET_MODES)}, "
+                          f"got {recipe.data.targets!r}")
+    from distill.train.checks import check_recipe
+
+    return check_recipe(recipe, where)
 
 
 def _check_terms(recipe: Recipe, where: str) -> None:
     """Every loss term: a registered loss of the right kind, known parameters, weight ≥ 0;
     stage ``weights`` name existing terms."""
     from distill import losses
-    from distill.losses.objective import NAMED_TERMS
+    from distill.losses import NAMED_TERMS
 
     sections = {"loss": ("classification", recipe.loss), "distill": ("distill", recipe.distill),
                 "triplet": ("triplet", recipe.triplet), "center": ("center", recipe.center)}
@@ -187,6 +197,7 @@ def _check_weight(value, where, place) -> None:
 
 def _check_term(config: dict, kind, default, where: str, place: str) -> None:
     from distill import losses
+    from distill.losses.partial_fc import SAMPLE_RATE, check_sample_rate
 
     params = dict(config)
     if "weight" in params:
@@ -197,6 +208,7 @@ def _check_term(config: dict, kind, default, where: str, place: str) -> None:
                 pass
         _check_weight(params.pop("weight"), where, f"{place}.weight")
     name = params.pop("name", default)
+    rate = params.pop(SAMPLE_RATE, None)
     if name is None:
         raise RecipeError(f"{where}: {place}.name is required (a loss from `distill losses list`)")
     if name not in losses.available():
@@ -206,6 +218,14 @@ def _check_term(config: dict, kind, default, where: str, place: str) -> None:
         raise RecipeError(f"{where}: {place}.name: unknown {kind or ''} loss '{name}'{hint}; "
                           f"valid: {', '.join(names)}".replace("  ", " "))
     loss_spec = losses.spec(name)
+    if rate is not None:
+        try:
+            check_sample_rate(rate)
+        except ValueError as exc:
+            raise RecipeError(f"{where}: {place}.{SAMPLE_RATE} {exc}") from None
+        if loss_spec.kind != "classification":
+            raise RecipeError(f"{where}: {place}.{SAMPLE_RATE}: only classification losses sample "
+                              f"classes; '{name}' is a {loss_spec.kind} loss")
     valid = ["name", "weight", *loss_spec.defaults]
     for key in params:
         if key not in loss_spec.defaults:

@@ -12,16 +12,13 @@ A stage's ``lr`` is the base rate; the recipe's ``schedule`` shapes it within th
 """
 from __future__ import annotations
 
-from distill.registry import registrar
-
 import math
-from typing import Callable
+
+from distill.registry import Registry
 
 #: name → f(config, base_lr, epoch_in_stage (float), global_epoch (float)) → lr
-SCHEDULES: dict[str, Callable] = {}
-
-
-register_schedule = registrar(SCHEDULES)
+SCHEDULES = Registry("lr schedule", skip=("config", "lr", "stage_epoch", "global_epoch"))
+register_schedule = SCHEDULES.register
 
 
 @register_schedule("constant")
@@ -53,10 +50,9 @@ def cosine_restarts(config, lr, stage_epoch, global_epoch):
 def learning_rate(config, base_lr: float, stage_first_epoch: int, global_step: int,
                   steps_per_epoch: int) -> float:
     """The lr of one batch, with warmup applied."""
-    if config.name not in SCHEDULES:
-        raise ValueError(f"unknown lr schedule {config.name!r}; available: {', '.join(SCHEDULES)}")
+    schedule = SCHEDULES.builder(config.name, "schedule.name")
     global_epoch = global_step / max(steps_per_epoch, 1)
-    lr = SCHEDULES[config.name](config, base_lr, global_epoch - stage_first_epoch, global_epoch)
+    lr = schedule(config, base_lr, global_epoch - stage_first_epoch, global_epoch)
     if config.warmup_steps and global_step < config.warmup_steps:
         lr *= (global_step + 1) / config.warmup_steps
     return float(lr)

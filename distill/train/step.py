@@ -7,13 +7,11 @@ loss as ``wd/2·Σ mult·‖w‖²`` instead (same gradient), so that loss scali
 """
 from __future__ import annotations
 
-from distill.registry import registrar
+from distill.registry import Registry
 
 #: name → f(devices) → tf.distribute.Strategy (``devices``: [] = every GPU)
-STRATEGIES = {}
-
-
-register_strategy = registrar(STRATEGIES)
+STRATEGIES = Registry("distribution strategy", skip=("devices",))
+register_strategy = STRATEGIES.register
 
 
 @register_strategy("none")
@@ -35,26 +33,41 @@ def _auto_strategy(devices):
     import tensorflow as tf
 
     several = len(devices) > 1 or len(tf.config.list_logical_devices("GPU")) > 1
-    return STRATEGIES["mirrored" if several else "none"](devices)
+    return STRATEGIES.builder("mirrored" if several else "none")(devices)
+
+
+register_strategy("multi_worker", "distill.train.distributed:multi_worker_strategy")
 
 
 def make_strategy(name: str, devices=()):
-    if name not in STRATEGIES:
-        raise ValueError(f"train.distribute must be one of {', '.join(STRATEGIES)}, got {name!r}")
-    return STRATEGIES[name](devices)
+    return STRATEGIES.builder(name, "train.distribute")(devices)
+
+
+def reproducible_graphs() -> None:
+    """Turn off Grappler's arithmetic optimizer for this process. With the gradient
+    statistics in the step it regrouped the step's sums differently from run to run (two
+    identical runs, or a run and its resume, ended with weights apart by up to 50 %
+    relative); without it the same recipe and seed give bit-identical weights."""
+    import tensorflow as tf
+
+    tf.config.optimizer.set_experimental_options({"arithmetic_optimization": False})
 
 
 def make_train_step(strategy, model, classifier, objective, optimizer, variables, decay,
-                    mixed_precision: bool = False, gradient_stats: bool = True):
+                    mixed_precision: bool = False, gradient_stats: bool = True, seed: int = 0):
     """``step(distributed batch) → {term: scalar}`` (terms averaged over replicas).
 
     With ``gradient_stats``, each term's gradient with respect to the batch embeddings (cheap:
     it runs back through the loss only, not the network) is compared with the classification
     term's: ``grad/<term>`` = ‖∂(w·term)/∂e‖ ÷ ‖∂classification/∂e‖ and ``gradcos/<term>`` =
     their cosine, so a term that drowns or fights classification shows in the logs. Without a
-    classification term the ratios are taken against the first term.
+    classification term the ratios are taken against the first term. With
+    ``objective.sample_rate`` < 1 the classifier scores a Partial FC sample of the classes,
+    drawn from ``(seed, optimizer.iterations)`` (:mod:`distill.losses.partial_fc`).
     """
     import tensorflow as tf
+
+    from distill.losses.partial_fc import class_cosines
 
     replicas = strategy.num_replicas_in_sync
     labels_of_terms = [term.label for term in objective.terms]
@@ -62,12 +75,19 @@ def make_train_step(strategy, model, classifier, objective, optimizer, variables
     use_classifier = classifier is not None and objective.has("classification")
 
     def replica_step(batch):
-        with tf.GradientTape(persistent=gradient_stats) as tape:
+        with tf.GradientTape() as tape:
             embeddings = tf.cast(model(batch["image"], training=True), tf.float32)
-            cosine = classifier(embeddings) if use_classifier else None
-            values = objective.term_values(batch["label"], cosine, embeddings,
-                                           teacher_embeddings=batch.get("teacher"),
-                                           norms=tf.norm(embeddings, axis=1))
+            # a second tape over the loss side only, for the per-term gradient statistics
+            with tf.GradientTape(persistent=True) as loss_tape:
+                loss_tape.watch(embeddings)
+                cosine, class_labels = class_cosines(
+                    classifier, embeddings, batch["label"], objective.sample_rate,
+                    tf.stack([tf.constant(seed, tf.int64), tf.cast(optimizer.iterations, tf.int64)])
+                ) if use_classifier else (None, None)
+                values = objective.term_values(batch["label"], cosine, embeddings,
+                                               teacher_embeddings=batch.get("teacher"),
+                                               norms=tf.norm(embeddings, axis=1),
+                                               class_labels=class_labels)
             total = objective.total(values)
             loss = total / replicas
             if mixed_precision:
@@ -76,11 +96,13 @@ def make_train_step(strategy, model, classifier, objective, optimizer, variables
         gradients = [tf.zeros_like(v) if g is None else g for g, v in zip(gradients, variables)]
         if not mixed_precision:
             gradients = decay(gradients, variables, scale=1.0 / replicas)
-        optimizer.apply_gradients(zip(gradients, variables))
         out = {"total": total, **values}
         if gradient_stats and len(labels_of_terms) > 1:
-            out.update(_gradient_stats(tape, objective, values, embeddings, reference))
-        del tape
+            # measured before the update, and the update ordered after them
+            out.update(_gradient_stats(loss_tape, objective, values, embeddings, reference))
+        del loss_tape
+        with tf.control_dependencies(list(out.values())):
+            optimizer.apply_gradients(zip(gradients, variables))
         return out
 
     @tf.function(reduce_retracing=True)

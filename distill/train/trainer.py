@@ -20,8 +20,14 @@ from distill.train.checkpoints import (check_arrays, copy_state, load_state, res
 from distill.train.recipe import Recipe, load_recipe, save_recipe
 from distill.train.stages import ResolvedStage, resolve_stages, stage_of_epoch
 from distill.utils import atomic_write_json, set_seed
+from distill.train.step import reproducible_graphs
 
 log = logging.getLogger(__name__)
+
+
+#: metrics of each evaluation set kept in history.json
+EVAL_KEYS = ("accuracy", "accuracy_std", "threshold", "accuracy_exact", "threshold_exact",
+             "tar_at_far_1e-3", "auc")
 
 
 class TrainingError(RuntimeError):
@@ -46,16 +52,22 @@ def train(recipe, run_dir=None, overrides=(), resume: bool = False, progress: bo
     ``stop_after_epochs`` ends this call after that many epochs (e.g. to fit a time-limited
     job); resume later to continue.
     """
+    where = "recipe"
     if resume:
         if run_dir is None:
             raise TrainingError("resume needs the run directory")
-        recipe = load_recipe(Path(run_dir) / "recipe.yaml", overrides)
+        where = str(Path(run_dir) / "recipe.yaml")
+        recipe = load_recipe(where, overrides)
     elif isinstance(recipe, (str, Path)):
+        where = str(recipe)
         recipe = load_recipe(recipe, overrides)
     elif isinstance(recipe, dict):
         recipe = load_recipe(None, overrides, data=recipe)
     elif overrides:
         recipe = load_recipe(None, overrides, data=recipe.to_dict())
+    from distill.train.checks import check_files
+
+    check_files(recipe, where)
     run_dir = Path(run_dir or Path("runs") / recipe.name)
     return Trainer(recipe, run_dir, progress).run(resume, stop_after_epochs)
 
@@ -74,9 +86,16 @@ class Trainer:
         from distill.data.sources import open_source
         from distill.models import build_embedding_model
         from distill.models.classifier import CosineClassifier
+        from distill.train.distributed import is_chief
+        from distill.train.step import make_strategy
 
         recipe = self.recipe
         set_seed(recipe.seed)
+        # first: MultiWorkerMirroredStrategy must be created before any TF op runs
+        self.strategy = make_strategy(recipe.train.distribute, recipe.train.devices)
+        self.chief = is_chief(self.strategy)
+        if recipe.train.deterministic:
+            reproducible_graphs()
         self.source = open_source(recipe.data.train)
         self.targets = self._load_targets()
         self.sample_ids = np.arange(len(self.source), dtype=np.int64)
@@ -88,7 +107,7 @@ class Trainer:
         if recipe.data.skip_bad:   # after the labels, so that skipping never renumbers classes
             from distill.train.unreadable import skip_unreadable
 
-            bad = skip_unreadable(self.source, self.sample_ids, self.run_dir)
+            bad = skip_unreadable(self.source, self.sample_ids, self.run_dir, record=self.chief)
             self.sample_ids = np.setdiff1d(self.sample_ids, bad)
             self.labelled_ids = np.setdiff1d(self.labelled_ids, bad)
         self._check_labels()
@@ -97,9 +116,6 @@ class Trainer:
                                 f"one batch of {recipe.train.batch_size}")
         import keras
 
-        from distill.train.step import make_strategy
-
-        self.strategy = make_strategy(recipe.train.distribute, recipe.train.devices)
         if recipe.train.batch_size % self.strategy.num_replicas_in_sync:
             raise TrainingError(f"train.batch_size {recipe.train.batch_size} is not divisible by "
                                 f"{self.strategy.num_replicas_in_sync} replicas")
@@ -142,14 +158,14 @@ class Trainer:
 
     def _load_targets(self):
         from distill.store import Store
-        from distill.train.pipeline import TeacherTargets
+        from distill.train.targets import open_targets
 
         uses_teacher = any(stage.uses_teacher for stage in self.stages)
         if not self.recipe.data.store:
             if uses_teacher:
                 raise TrainingError("a stage has a distillation term with weight > 0 but data.store is not set")
             return None
-        return TeacherTargets(Store(self.recipe.data.store), self.source).build()
+        return open_targets(Store(self.recipe.data.store), self.source, self.recipe.data.targets)
 
     def _load_eval_sets(self):
         from distill.evals.bins import load_bin
@@ -193,7 +209,7 @@ class Trainer:
         classifier_vars = self.classifier.trainable_variables if self.classifier is not None else []
         decay = GradientWeightDecay(wd, variables, classifier_vars, opt_cfg.classifier_wd_mult)
         step = make_train_step(self.strategy, self.model, self.classifier, objective, optimizer,
-                               variables, decay, mixed, self.recipe.train.gradient_stats)
+                               variables, decay, mixed, self.recipe.train.gradient_stats, self.recipe.seed)
         return objective, optimizer, step
 
     # ------------------------------------------------------------------ run
@@ -201,7 +217,6 @@ class Trainer:
         from distill.train.run_files import clean_run_dir, model_file_matches, save_model_file
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        clean_run_dir(self.run_dir)
         state = load_state(self.run_dir) if resume else None
         if resume and state is None:
             raise TrainingError(f"{self.run_dir}: no checkpoint to resume from")
@@ -211,7 +226,9 @@ class Trainer:
         if state is not None:
             check_arrays(self.run_dir)   # a damaged checkpoint is refused now, not after the setup
         self._setup()
-        save_recipe(self.recipe, self.run_dir / "recipe.yaml")
+        if self.chief:   # only the chief writes into the run directory
+            clean_run_dir(self.run_dir)
+            save_recipe(self.recipe, self.run_dir / "recipe.yaml")
         history = state["history"] if state else []
         best = state.get("best") if state else None
         start_epoch = state["epochs_done"] if state else 0
@@ -238,13 +255,15 @@ class Trainer:
             record["eval"] = self._evaluate() if ((epoch + 1) % every == 0 or epoch + 1 == total) else {}
             history.append(record)
             best = self._keep_best(record, best)
-            save_checkpoint(self.run_dir, self._checkpoint_groups(objective, optimizer),
-                            {"epochs_done": epoch + 1, "history": history, "best": best,
-                             "seed": self.recipe.seed})
-            atomic_write_json(self.run_dir / "history.json", history)
-            self._tensorboard(record)
+            if self.chief:   # the other workers restore from the chief's checkpoint
+                save_checkpoint(self.run_dir, self._checkpoint_groups(objective, optimizer),
+                                {"epochs_done": epoch + 1, "history": history, "best": best,
+                                 "seed": self.recipe.seed})
+                atomic_write_json(self.run_dir / "history.json", history)
+                self._tensorboard(record)
             log.info("epoch %d/%d %s", epoch + 1, total, _summary(record))
-        save_model_file(self.model, final)
+        if self.chief:
+            save_model_file(self.model, final)
         return TrainResult(self.run_dir, history, best_path if best_path.exists() else None, final, best)
 
     def _tensorboard(self, record: dict) -> None:
@@ -278,25 +297,24 @@ class Trainer:
     def _train_epoch(self, epoch: int, stage: ResolvedStage, step, optimizer) -> dict:
         from tqdm import tqdm
 
-        from distill.train.pipeline import training_dataset
+        from distill.train.distributed import distribute_dataset
+        from distill.train.pipeline import sample_order, training_dataset
         from distill.train.schedules import learning_rate
         from distill.train.unreadable import named_input_errors
 
         recipe = self.recipe
-        ids = self.sample_ids if stage.uses_teacher else self.labelled_ids
-        dataset = training_dataset(self.source, ids, recipe.train.batch_size,
-                                   recipe.seed, epoch, recipe.data.augment,
-                                   self.targets if stage.uses_teacher else None,
-                                   recipe.data.num_parallel_reads,
-                                   recipe.train.images_per_identity if stage.weight("triplet") else 0,
-                                   labels=self.labels)
-        if self.strategy.num_replicas_in_sync > 1:
-            dataset = self.strategy.experimental_distribute_dataset(dataset)
+        ids = self.sample_ids if stage.uses_teacher and recipe.data.use_unlabeled else self.labelled_ids
+        per_identity = recipe.train.images_per_identity if stage.weight("triplet") else 0
+        dataset = distribute_dataset(self.strategy, lambda share: training_dataset(
+            self.source, ids, recipe.train.batch_size, recipe.seed, epoch, recipe.data.augment,
+            self.targets if stage.uses_teacher else None, recipe.data.num_parallel_reads,
+            per_identity, labels=self.labels, share=share))
         steps = len(ids) // recipe.train.batch_size
         sums: dict[str, float] = {}
         started = time.time()
-        batches = named_input_errors(dataset, self.source, lambda: self._epoch_order(epoch, stage),
-                                     recipe.train.batch_size)
+        batches = named_input_errors(dataset, self.source, lambda: sample_order(
+            ids, self.labels, recipe.train.batch_size, per_identity, recipe.seed, epoch),
+            recipe.train.batch_size, self.targets)
         bar = tqdm(batches, total=steps, desc=f"epoch {epoch + 1}/{recipe.total_epochs}",
                    disable=not self.progress, leave=False, unit="step")
         step_evals, index = [], -1
@@ -320,7 +338,8 @@ class Trainer:
         means = {k: v / max(index + 1, 1) for k, v in sums.items()}
         record = {"epoch": epoch + 1, "stage": stage.index, "lr": first_lr,
                   "loss": {k: v for k, v in means.items() if not k.startswith("grad")},
-                  "steps": index + 1, "seconds": round(time.time() - started, 2)}
+                  "steps": index + 1, "seconds": round(time.time() - started, 2),
+                  "params": int(self.model.count_params())}
         grads = {k: v for k, v in means.items() if k.startswith("grad")}
         if grads:
             record["gradients"] = grads
@@ -328,27 +347,16 @@ class Trainer:
             record["step_evals"] = step_evals
         return record
 
-    def _epoch_order(self, epoch: int, stage: ResolvedStage) -> np.ndarray:
-        """The sample order of ``epoch`` as :func:`training_dataset` draws it (to name a bad image)."""
-        from distill.train.pipeline import balanced_order, epoch_order
-
-        recipe = self.recipe
-        ids = self.sample_ids if stage.uses_teacher else self.labelled_ids
-        if stage.weight("triplet"):
-            return balanced_order(ids, self.labels, recipe.train.batch_size, recipe.train.images_per_identity,
-                                  recipe.seed, epoch)
-        return epoch_order(ids, recipe.seed, epoch)
-
     def _evaluate(self) -> dict:
-        if not self.eval_sets:
+        if not self.eval_sets or not self.chief:
             return {}
         from distill.evals.verification import evaluate_sets, keras_embed_fn
 
         embed_fn = keras_embed_fn(self.model, batch_size=self.recipe.train.eval_batch_size)
         results = evaluate_sets(embed_fn, self.eval_sets, batch_size=self.recipe.train.eval_batch_size,
                                 flip=self.recipe.train.eval_flip)
-        keep = ("accuracy", "accuracy_std", "threshold")
-        return {name: {k: float(metrics[k]) for k in keep} for name, metrics in results.items()}
+        return {name: {k: float(metrics[k]) for k in EVAL_KEYS if k in metrics}
+                for name, metrics in results.items()}
 
     def _keep_best(self, record: dict, best: dict | None) -> dict | None:
         evals = record["eval"]

@@ -24,8 +24,9 @@ SKIPPED_NAME = "skipped.json"
 _HINT = "fix or remove it, or set data.skip_bad: true to skip and record unreadable images"
 
 
-def skip_unreadable(source, sample_ids, run_dir) -> np.ndarray:
-    """The sample_ids among ``sample_ids`` to leave out (recorded in ``run_dir/skipped.json``)."""
+def skip_unreadable(source, sample_ids, run_dir, record: bool = True) -> np.ndarray:
+    """The sample_ids among ``sample_ids`` to leave out (with ``record``, the chief's, also
+    written to ``run_dir/skipped.json``)."""
     path = Path(run_dir) / SKIPPED_NAME
     key = {"fingerprint": source.fingerprint(), "checked": int(len(sample_ids))}
     try:
@@ -35,16 +36,18 @@ def skip_unreadable(source, sample_ids, run_dir) -> np.ndarray:
     except (OSError, ValueError, KeyError, TypeError):
         pass   # not checked yet (or a damaged record): check again
     skipped = unreadable_samples(source, sample_ids)
-    atomic_write_json(path, {**key, "skipped": skipped})
+    if record:
+        atomic_write_json(path, {**key, "skipped": skipped})
     for item in skipped:
         log.warning("skipped %s: %s", item["path"], item["reason"])
     return np.array([s["sample_id"] for s in skipped], dtype=np.int64)
 
 
-def named_input_errors(dataset, source, epoch_order, batch_size: int):
+def named_input_errors(dataset, source, epoch_order, batch_size: int, targets=None):
     """Iterate ``dataset``; when the input pipeline fails (an image that cannot be read or
     decoded), raise a :class:`DataError` naming the image. ``epoch_order()`` gives the
-    epoch's sample order, computed only then."""
+    epoch's sample order, computed only then. A damaged teacher row read by ``targets`` is
+    reported as the targets' own error (``targets.failure``)."""
     import tensorflow as tf
 
     iterator, step = iter(dataset), 0
@@ -55,6 +58,8 @@ def named_input_errors(dataset, source, epoch_order, batch_size: int):
             return
         except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.DataLossError,
                 tf.errors.UnknownError) as exc:
+            if getattr(targets, "failure", None) is not None:
+                raise targets.failure from None
             raise _unreadable_error(source, epoch_order(), step, batch_size, exc) from None
         yield batch
         step += 1

@@ -1,0 +1,159 @@
+"""Whole-recipe checks, run before any work: registered names, numeric ranges, files.
+
+:func:`check_recipe` runs when a recipe is loaded (nothing heavy is imported: registries
+read builder signatures from source). :func:`check_files` runs when training is about to
+start (``distill train`` and ``distill train --check``), not when a saved recipe is read
+back for a report. Every error is one line naming the key path.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from distill.train.recipe import Recipe, RecipeError
+
+#: (key path, test, what it must be) for numbers outside the term sections
+RANGES = [
+    ("model.embedding_size", lambda v: v >= 1, "≥ 1"),
+    ("model.dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("model.bn_momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("model.bn_epsilon", lambda v: v > 0, "> 0"),
+    ("model.sub_centers", lambda v: v >= 1, "≥ 1"),
+    ("optimizer.momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("optimizer.weight_decay", lambda v: v >= 0, "≥ 0"),
+    ("optimizer.classifier_wd_mult", lambda v: v >= 0, "≥ 0"),
+    ("data.min_class_images", lambda v: v >= 1, "≥ 1"),
+    ("train.batch_size", lambda v: v >= 1, "≥ 1"),
+    ("train.eval_batch_size", lambda v: v >= 1, "≥ 1"),
+    ("train.eval_every_epochs", lambda v: v >= 1, "≥ 1"),
+    ("train.eval_every_steps", lambda v: v >= 0, "≥ 0"),
+    ("train.images_per_identity", lambda v: v >= 2, "≥ 2"),
+    ("schedule.warmup_steps", lambda v: v >= 0, "≥ 0"),
+    ("schedule.factor", lambda v: v > 0, "> 0"),
+]
+#: loss parameters that must be positive / non-negative wherever a term sets them
+POSITIVE_PARAMS = ("scale", "temperature", "m1")
+NON_NEGATIVE_PARAMS = ("margin", "m2", "m3", "label_smoothing", "alpha")
+
+
+def _value(recipe: Recipe, path: str):
+    node = recipe
+    for part in path.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def _names(recipe: Recipe, where: str) -> None:
+    from distill.models.backbones import BACKBONES
+    from distill.models.heads import OUTPUT_LAYERS
+    from distill.train.optim import OPTIMIZERS
+    from distill.train.pipeline import AUGMENTATIONS
+    from distill.train.schedules import SCHEDULES
+    from distill.train.step import STRATEGIES
+
+    named = [(OPTIMIZERS, "optimizer.name"), (SCHEDULES, "schedule.name"), (BACKBONES, "model.backbone"),
+             (OUTPUT_LAYERS, "model.output_layer"), (AUGMENTATIONS, "data.augment"),
+             (STRATEGIES, "train.distribute")]
+    for registry, path in named:
+        name = _value(recipe, path)
+        if name not in registry:
+            raise RecipeError(f"{where}: {registry.unknown(name, path)}")
+    if recipe.model.alpha is not None and "alpha" not in BACKBONES.parameters(recipe.model.backbone):
+        raise RecipeError(f"{where}: model.alpha: backbone '{recipe.model.backbone}' has no width "
+                          "multiplier; remove model.alpha")
+    if recipe.model.activation not in ("relu", "prelu"):
+        raise RecipeError(f"{where}: model.activation must be relu or prelu, got {recipe.model.activation!r}")
+
+
+def _ranges(recipe: Recipe, where: str) -> None:
+    for path, test, must in RANGES:
+        value = _value(recipe, path)
+        if not test(value):
+            raise RecipeError(f"{where}: {path} must be {must}, got {value!r}")
+    from distill.train.stages import resolve_stages
+
+    for stage in resolve_stages(recipe):
+        if not stage.lr > 0:
+            raise RecipeError(f"{where}: stages.{stage.index}.lr must be > 0, got {stage.lr}")
+        for label, config in stage.term_configs().items():
+            for key, value in config.items():
+                bad = ((key in POSITIVE_PARAMS and isinstance(value, (int, float)) and value <= 0)
+                       or (key in NON_NEGATIVE_PARAMS and isinstance(value, (int, float)) and value < 0))
+                if bad:
+                    section = "loss" if label == "classification" else label if label in (
+                        "distill", "triplet", "center") else f"terms.{label}"
+                    raise RecipeError(f"{where}: {section}.{key} = {value} in stage {stage.index} is out "
+                                      f"of range (must be {'> 0' if key in POSITIVE_PARAMS else '≥ 0'})")
+        if stage.weight("triplet") and recipe.train.batch_size % recipe.train.images_per_identity:
+            raise RecipeError(f"{where}: train.batch_size {recipe.train.batch_size} must be a multiple of "
+                              f"train.images_per_identity {recipe.train.images_per_identity} (triplet batches)")
+
+
+def _best_by(recipe: Recipe, where: str) -> None:
+    sets = [Path(p).stem for p in recipe.data.eval]
+    if recipe.train.best_by is not None and recipe.train.best_by not in sets:
+        from distill.registry import did_you_mean
+
+        raise RecipeError(f"{where}: train.best_by '{recipe.train.best_by}' is not an evaluation set"
+                          f"{did_you_mean(recipe.train.best_by, sets)}; data.eval gives: "
+                          f"{', '.join(sets) or '(none)'}")
+
+
+def check_recipe(recipe: Recipe, where: str = "recipe") -> Recipe:
+    """Names, ranges and ``best_by``; see the module docstring."""
+    _names(recipe, where)
+    _ranges(recipe, where)
+    _best_by(recipe, where)
+    return recipe
+
+
+def check_files(recipe: Recipe, where: str = "recipe") -> None:
+    """The files a run will read exist: training data, the store (when a stage distils),
+    the evaluation sets."""
+    from distill.train.stages import resolve_stages
+
+    train = Path(recipe.data.train)
+    if not train.exists():
+        raise RecipeError(f"{where}: data.train: {train} does not exist")
+    if any(stage.uses_teacher for stage in resolve_stages(recipe)):
+        if not recipe.data.store:
+            raise RecipeError(f"{where}: a stage has a distillation term but data.store is not set "
+                              "(a store made by `distill embed`)")
+        if not (Path(recipe.data.store) / "manifest.json").is_file():
+            raise RecipeError(f"{where}: data.store: {recipe.data.store} is not an embedding store "
+                              "(no manifest.json; make it with `distill embed`)")
+    for index, path in enumerate(recipe.data.eval):
+        if not Path(path).is_file():
+            raise RecipeError(f"{where}: data.eval.{index}: {path} does not exist")
+
+
+def preflight(recipe: Recipe, where: str = "recipe") -> list[str]:
+    """What ``distill train --check`` prints: the checks passed, the model's parameter count and
+    each stage's objective (terms and weights), without reading data or teacher tables."""
+    import yaml
+
+    from distill.models import build_embedding_model
+    from distill.train.stages import resolve_stages
+
+    check_recipe(recipe, where)
+    check_files(recipe, where)
+    cfg = recipe.model
+    width = {} if cfg.alpha is None else {"alpha": cfg.alpha}
+    model = build_embedding_model(cfg.backbone, embedding_size=cfg.embedding_size,
+                                  output_layer=cfg.output_layer, dropout=cfg.dropout,
+                                  bn_momentum=cfg.bn_momentum, bn_epsilon=cfg.bn_epsilon,
+                                  activation=cfg.activation, **width)
+    lines = [yaml.safe_dump(recipe.to_dict(), sort_keys=False).rstrip(), "",
+             f"model: {cfg.backbone} → {cfg.output_layer} {cfg.embedding_size}-d, "
+             f"{model.count_params():,} parameters"]
+    for stage in resolve_stages(recipe):
+        terms = []
+        for label, config in stage.term_configs().items():
+            weight = stage.weight(label)
+            if weight > 0:
+                params = ", ".join(f"{k}={v}" for k, v in config.items() if k not in ("weight", "name"))
+                terms.append(f"{weight:g} × {label} ({config.get('name', 'l2' if label == 'distill' else label)}"
+                             f"{': ' + params if params else ''})")
+        lines.append(f"stage {stage.index}: epochs {stage.first_epoch + 1}–{stage.end_epoch}, lr {stage.lr:g}: "
+                     + " + ".join(terms))
+    lines.append(f"{where}: OK")
+    return lines
