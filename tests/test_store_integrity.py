@@ -97,10 +97,14 @@ def test_bad_rows_refused_at_training_naming_shard_and_sample(made, store, tmp_p
     assert re.search(rf"{name}: .*{what}.*sample_id \[?{sample}\b", lines[0]), lines[0]
 
 
+@pytest.mark.parametrize("mode", ["memory", "pread"])
 @pytest.mark.parametrize("sealed", [True, False])
-def test_unreadable_shard_at_training_names_it(store, sealed):
-    """Fault 6: a truncated shard is refused naming the shard (with or without a checksum)."""
+def test_unreadable_shard_at_training_names_it(made, store, sealed, mode):
+    """Fault 6: a truncated shard is refused naming the shard (with or without a checksum),
+    whether training loads the whole table or reads rows per batch."""
+    from distill.data.sources import open_source
     from distill.store import Store, StoreError
+    from distill.train.targets import open_targets
 
     (store / "shard-00002.h5").write_bytes((store / "shard-00002.h5").read_bytes()[:3000])
     if not sealed:   # a store written before checksums
@@ -109,7 +113,7 @@ def test_unreadable_shard_at_training_names_it(store, sealed):
         (store / "manifest.json").write_text(json.dumps(manifest))
     needle = "does not match the SHA-256" if sealed else "not a readable shard"
     with pytest.raises(StoreError, match=rf"shard-00002.h5: {needle}.*distill embed") as info:
-        Store(store).load_table()
+        open_targets(Store(store), open_source(made / "data"), mode)
     assert "\n" not in str(info.value)
 
 
