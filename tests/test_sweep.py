@@ -151,7 +151,7 @@ def test_sweep_usage_errors(tmp_path):
 
 
 def test_tiny_profile_on_orl_then_report_and_plot(tmp_path, tiny_teacher, cli):
-    """The real thing: `distill embed`, 4 × `distill train`, `distill report` (≈1–2 min)."""
+    """The real thing: `distill embed`, 2 × `distill train`, `distill report` (≈1 min)."""
     from distill.evals.bins import make_bin
 
     train = copy_people(tmp_path / "train", [f"s{i}" for i in range(1, 6)])
@@ -171,10 +171,9 @@ def test_tiny_profile_on_orl_then_report_and_plot(tmp_path, tiny_teacher, cli):
     printed = result.stdout[result.stdout.index("$ distill report"):]
     print(printed)
     runs = sorted(out.iterdir())
-    assert [r.name for r in runs] == ["do0.4_dw0_sgd", "do0.4_dw64_sgd", "do0_dw0_sgd", "do0_dw64_sgd"]
+    assert [r.name for r in runs] == ["do0_dw0_sgd", "do0_dw64_sgd"]
     rows = compare_runs(runs)
-    assert [(r["model.dropout"], r["distill.weight"]) for r in rows] == [
-        ("0.4", "0"), ("0.4", "64"), ("0", "0"), ("0", "64")]
+    assert [r["distill.weight"] for r in rows] == ["0", "64"]
     assert all(r["status"] == "complete" and r["epochs"] == "1/1" and r["heldout_epoch"] == 1
                and 0.0 <= r["heldout"] <= 1.0 for r in rows)
     assert "optimizer.name" not in rows[0] and "data.store" not in rows[0]   # not swept here

@@ -8,7 +8,7 @@
 #   DATA   training images (class folders, file list or train.rec folder)
 #   STORE  teacher embedding store of DATA made by `distill embed`
 # Environment: PROFILE=tiny — a quick check on a few ORL people: recipes/orl/student_tiny.yaml
-#   (MobileNet alpha 0.25, 1 epoch, batch 30), dropout {0, 0.4} × weight {0, 64} × sgd.
+#   (MobileNet alpha 0.25, 1 epoch, batch 30), dropout 0 × weight {0, 64} × sgd.
 #   RECIPE overrides the recipe; DISTILL, TRAIN_ARGS, EVAL: see _common.sh.
 set -euo pipefail
 if [[ $# -ne 3 ]]; then
@@ -24,7 +24,7 @@ case "${PROFILE:-full}" in
         DROPOUTS=(0 0.4) WEIGHTS=(0 7 64 128) OPTIMIZERS=(sgd adamw) ;;
     tiny)
         RECIPE=${RECIPE:-$SWEEP_ROOT/recipes/orl/student_tiny.yaml}
-        DROPOUTS=(0 0.4) WEIGHTS=(0 64) OPTIMIZERS=(sgd) ;;
+        DROPOUTS=(0) WEIGHTS=(0 64) OPTIMIZERS=(sgd) ;;
     *)
         echo "PROFILE must be full or tiny, got '$PROFILE'" >&2
         exit 2 ;;
