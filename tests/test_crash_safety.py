@@ -26,18 +26,24 @@ def recipe(train_dir, **data) -> dict:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, faces_small):
-    """Two runs killed with SIGKILL (between the checkpoint's arrays and its state in the last
-    epoch; while model.keras is written), started first so that they overlap the reference."""
+def reference(tmp_path_factory, faces_small):
+    """The uninterrupted run (alone where a test needs no killed run, e.g. under pytest-xdist)."""
     from distill.train.trainer import train
 
+    return train(recipe(faces_small), tmp_path_factory.mktemp("reference") / "run", progress=False)
+
+
+@pytest.fixture(scope="module")
+def runs(request, tmp_path_factory, faces_small):
+    """Two runs killed with SIGKILL (between the checkpoint's arrays and its state in the last
+    epoch; while model.keras is written), started first so that they overlap the reference."""
     root = tmp_path_factory.mktemp("crash")
     path = root / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe(faces_small)))
     points = {"checkpoint": f"checkpoint:variables-written#{EPOCHS}", "model": "write:model.keras"}
     started = {name: start_paused(["train", "--recipe", path, "--run-dir", root / name, "--no-progress"],
                                   point, root / f"{name}.paused") for name, point in points.items()}
-    reference = train(recipe(faces_small), root / "reference", progress=False)
+    reference = request.getfixturevalue("reference")   # trains while the killed runs start
     for name, process in started.items():
         kill_when_paused(process, root / f"{name}.paused")
     return {"reference": reference, **{name: root / name for name in points}}
@@ -81,19 +87,19 @@ def test_kill_while_writing_the_model_leaves_no_partial_file_nor_temporaries(run
 
 
 @pytest.mark.parametrize("damage", ["empty", "removed"])
-def test_resume_after_all_epochs_restores_the_checkpoint(runs, tmp_path, damage):
+def test_resume_after_all_epochs_restores_the_checkpoint(reference, tmp_path, damage):
     """Faults 2 and 3: a 0-byte model.keras is not "done", and a missing one is rebuilt from the
     last checkpoint, not from freshly initialised weights."""
     from distill.train.trainer import train
 
     run = tmp_path / "run"
-    shutil.copytree(runs["reference"].run_dir, run)
+    shutil.copytree(reference.run_dir, run)
     if damage == "empty":
         (run / "model.keras").write_bytes(b"")
     else:
         (run / "model.keras").unlink()
     train(None, run, resume=True, progress=False)
-    assert_same_model(run, runs["reference"])
+    assert_same_model(run, reference)
 
 
 @pytest.mark.parametrize("damage, needle", [
@@ -103,10 +109,10 @@ def test_resume_after_all_epochs_restores_the_checkpoint(runs, tmp_path, damage)
     ("bad epochs_done", "epochs_done must be a whole number"),
     ("missing arrays", "checkpoint arrays cannot be read"),
 ])
-def test_damaged_checkpoint_is_one_line(runs, tmp_path, cli, damage, needle):
+def test_damaged_checkpoint_is_one_line(reference, tmp_path, cli, damage, needle):
     """Fault 6: a truncated variables file or a broken state.json is refused in one line."""
     run = tmp_path / "run"
-    shutil.copytree(runs["reference"].run_dir, run)
+    shutil.copytree(reference.run_dir, run)
     folder = run / "checkpoint"
     arrays = next(folder.glob("variables-*.npz"))
     if damage == "truncated arrays":
