@@ -11,22 +11,62 @@ from pathlib import Path
 
 import numpy as np
 
+TMP_SUFFIX = ".tmp"   # temporaries of atomic writes: ``.NAME.<random>.tmp`` next to the target
+
 
 def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``.
+
+    The temporary file (``.NAME.*.tmp``) is removed on failure; an ``OSError`` (e.g. a full
+    disk) names ``path``. A kill leaves at most the temporary file: see :func:`remove_temporaries`.
+    """
+    from distill.pause import pause_point
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
+        pause_point(f"write:{path.name}")
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise
+
+
+def remove_temporaries(folder, prefix: str = ".") -> list[Path]:
+    """Delete what interrupted atomic writes left in ``folder`` (``PREFIX*.tmp`` files or
+    folders; ``prefix`` narrows it to one target, e.g. ``".x.bin."``); returns them."""
+    import glob
+    import shutil
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in folder.glob(f"{glob.escape(prefix)}*{TMP_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+            removed.append(path)
+    return removed
+
+
+def first_line(exc: BaseException) -> str:
+    """An error's first line, without TensorFlow's ``{{function_node …}}``/``[Op:…]`` noise."""
+    import re
+
+    message = (getattr(exc, "message", None) or str(exc)).strip()
+    line = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:[^\]]*\].*$", "", message.splitlines()[0]) if message else ""
+    return line.strip() or type(exc).__name__
 
 
 def atomic_write_text(path, text: str) -> None:

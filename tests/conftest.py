@@ -78,3 +78,38 @@ def independent_embeddings(model_path: Path, image_paths) -> np.ndarray:
                                   dtype=np.float32) for p in image_paths])
     out = model.predict((images - 127.5) / 128.0, verbose=0)
     return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def start_paused(args, point: str, marker: Path, cwd=None):
+    """Start ``distill ARGS`` in a subprocess that pauses at the named point
+    (:mod:`distill.pause`); returns the Popen. See :func:`kill_when_paused`."""
+    env = dict(os.environ, DISTILL_PAUSE_AT=point, DISTILL_PAUSE_FILE=str(marker))
+    exe = Path(sys.executable).parent / "distill"
+    with open(marker.with_suffix(".log"), "w") as log:   # a file, so a full pipe never blocks it
+        return subprocess.Popen([str(exe), *map(str, args)], env=env, cwd=cwd, stdout=log,
+                                stderr=subprocess.STDOUT)
+
+
+def kill_when_paused(process, marker: Path, timeout: float = 600) -> None:
+    """Wait until ``process`` reached its pause point, then ``kill -9`` it."""
+    import signal
+    import time
+
+    deadline = time.time() + timeout
+    while not marker.exists():
+        if process.poll() is not None:
+            raise AssertionError(f"exited ({process.returncode}) without reaching the pause point:\n"
+                                 + marker.with_suffix(".log").read_text()[-3000:])
+        if time.time() > deadline:
+            process.kill()
+            raise AssertionError("did not reach the pause point in time")
+        time.sleep(0.2)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The ``error:`` lines of a CLI's stderr (a one-line error has exactly one, and no traceback)."""
+    assert "Traceback" not in stderr, stderr
+    return [line for line in stderr.splitlines() if line.startswith("error:")]

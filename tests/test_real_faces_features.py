@@ -242,7 +242,9 @@ def test_unlabelled_samples_reach_only_the_distillation_term(conditioned_store, 
     plain = distill.train(recipe(conditioned_store, distill={"weight": 0.0}), run_dir=tmp_path / "plain",
                           progress=False)
     assert plain.history[0]["steps"] == 5 and set(plain.history[0]["loss"]) == {"total", "classification"}
-    with np.load(tmp_path / "plain" / "checkpoint" / "variables.npz") as saved:
+    from distill.train.checkpoints import variables_path
+
+    with np.load(variables_path(tmp_path / "plain")) as saved:
         assert [saved[k].shape for k in saved.files if k.startswith("classifier/")] == [(16, 5)]
     from distill.train.trainer import TrainingError
 
@@ -258,7 +260,9 @@ def test_distillation_alone_builds_no_classifier(conditioned_store, tmp_path, cl
     assert code == 0, err
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert set(history[0]["loss"]) == {"total", "distill"}
-    with np.load(tmp_path / "run" / "checkpoint" / "variables.npz") as saved:
+    from distill.train.checkpoints import variables_path
+
+    with np.load(variables_path(tmp_path / "run")) as saved:
         assert not [k for k in saved.files if k.startswith("classifier/")]
 
 

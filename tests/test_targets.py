@@ -2,6 +2,7 @@
 flipped rows, skipped samples, a conditioned store, non-contiguous (chunked, compressed) shards."""
 from __future__ import annotations
 
+import json
 import shutil
 
 import h5py
@@ -74,6 +75,11 @@ def test_non_contiguous_shards_are_read_too(stores, tmp_path):
         for key, value in data.items():
             handle.create_dataset(key, data=value, chunks=True, compression="gzip")
         handle.attrs.update(attrs)
+    from distill.store.integrity import file_digest
+
+    manifest = json.loads((store_dir / "manifest.json").read_text())   # a deliberate rewrite
+    manifest["shards"][shard.name]["sha256"] = file_digest(shard)
+    (store_dir / "manifest.json").write_text(json.dumps(manifest))
     source = open_source(stores / "train")
     from distill.store import Store
 

@@ -25,6 +25,7 @@ def embed_command(
     condition: Optional[str] = typer.Option(None, "--condition", help="When complete, fit a conditioning of the teacher space: center (subtract the training mean), whiten, or none. Training then reads conditioned targets."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over if the store was made with other settings."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Record unreadable images in the manifest and go on, instead of stopping."),
+    strict: bool = typer.Option(False, "--strict", help="Fingerprint the images by their SHA-256 (default: size and modification time); training refuses the store if they change."),
     num_workers: int = typer.Option(1, help="Total number of workers sharing this store (shards are split among them)."),
     worker_index: int = typer.Option(0, help="This worker's index, from 0 to num-workers − 1."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
@@ -50,6 +51,7 @@ def embed_command(
             settings["preprocess"] = Preprocess(
                 mean=defaults.mean if mean is None else mean, std=defaults.std if std is None else std,
                 channel_order="BGR" if bgr else "RGB", layout="NCHW" if nchw else "NHWC")
+        settings["strict"] = strict or settings.get("strict", False)
         manifest = embed(**settings, overwrite=overwrite, skip_bad=skip_bad,
                          num_workers=num_workers, worker_index=worker_index, progress=progress)
         typer.echo(f"{out}: {sum(s['count'] for s in manifest.shards.values())} embeddings "

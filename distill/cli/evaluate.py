@@ -7,10 +7,7 @@ from typing import List, Optional
 
 import typer
 
-
-def _fail(message) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=2)
+from distill.cli.common import check_writable, describe_os_error, fail, user_errors
 
 
 def eval_command(
@@ -25,33 +22,27 @@ def eval_command(
     roc: Optional[Path] = typer.Option(None, "--roc", help="Save ROC curves of all models (log FAR axis) to this image."),
 ) -> None:
     """Verification accuracy (10-fold, InsightFace protocol) of models on .bin sets / a pairs file."""
-    if (pairs is None) != (images is None):
-        _fail("--pairs and --images must be given together")
-    if not bin_ and pairs is None:
-        _fail("give at least one --bin or a --pairs file with --images")
-    from distill.evals.pairs import load_pairs_set
-    from distill.evals.verification import evaluate_models
-    from distill.report.verification import plot_roc, verification_table, write_csv
-    from teachers.base import TeacherError
+    with user_errors():
+        if (pairs is None) != (images is None):
+            fail("--pairs and --images must be given together")
+        if not bin_ and pairs is None:
+            fail("give at least one --bin or a --pairs file with --images")
+        for option, path in (("--json", json_out), ("--csv", csv_out), ("--roc", roc)):
+            check_writable(path, option)   # before any work, not after it
+        from distill.evals.pairs import load_pairs_set
+        from distill.evals.verification import evaluate_models
+        from distill.report.verification import plot_roc, verification_table, write_csv
+        from distill.utils import atomic_write_text
 
-    try:
         extra = [load_pairs_set(pairs, images)] if pairs is not None else []
         rows = evaluate_models(model, bin_ or [], flip=flip, batch_size=batch_size, sets=extra, roc=roc is not None)
-    except (ValueError, TeacherError) as exc:
-        _fail(exc)
-    typer.echo(verification_table(rows))
-    outputs = [(json_out, lambda p: p.write_text(json.dumps([{k: v for k, v in r.items() if k != "roc"}
-                                                               for r in rows], indent=2))),
-               (csv_out, lambda p: write_csv(rows, p)), (roc, lambda p: plot_roc(rows, p))]
-    for path, write in outputs:
-        if path is None:
-            continue
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write(path)
-        except (OSError, ValueError) as exc:
-            _fail(f"{path}: cannot write ({getattr(exc, 'strerror', None) or exc}); the table above holds the results")
-        typer.echo(f"wrote {path}")
+        typer.echo(verification_table(rows))
+        metrics = [{k: v for k, v in r.items() if k != "roc"} for r in rows]
+        outputs = [(json_out, lambda p: atomic_write_text(p, json.dumps(metrics, indent=2))),
+                   (csv_out, lambda p: write_csv(rows, p)), (roc, lambda p: plot_roc(rows, p))]
+        failed = [path for path, write in outputs if path is not None and not _write_output(path, write)]
+        if failed:   # every other output was still written
+            raise typer.Exit(code=2)
 
 
 def make_bin_command(
@@ -63,12 +54,13 @@ def make_bin_command(
     images: Optional[Path] = typer.Option(None, "--images", help="Image folder for --pairs-file: DIR/name/name_0001.jpg."),
 ) -> None:
     """Build an InsightFace .bin verification set from a folder tree or an LFW pairs.txt."""
-    if pairs_file is not None:
-        if images is None or source is not None:
-            _fail("--pairs-file needs --images and no DIR argument")
-    elif source is None or images is not None:
-        _fail("give DIR (a class-per-folder tree), or --pairs-file with --images")
-    try:
+    with user_errors():
+        if pairs_file is not None:
+            if images is None or source is not None:
+                fail("--pairs-file needs --images and no DIR argument")
+        elif source is None or images is not None:
+            fail("give DIR (a class-per-folder tree), or --pairs-file with --images")
+        check_writable(out, "--out")
         if pairs_file is not None:
             from distill.evals.pairs import pairs_to_bin
 
@@ -77,11 +69,9 @@ def make_bin_command(
             from distill.evals.bins import make_bin
 
             path = make_bin(source, out, n_pairs=n_pairs, seed=seed)
-    except ValueError as exc:
-        _fail(exc)
-    from distill.evals.bins import read_bin
+        from distill.evals.bins import read_bin
 
-    _, issame = read_bin(path)
+        _, issame = read_bin(path)
     typer.echo(f"wrote {path}: {issame.size} pairs ({int(issame.sum())} same, {int((~issame).sum())} different)")
 
 
@@ -94,25 +84,38 @@ def eval_ijb_command(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
 ) -> None:
     """IJB-B/C 1:1 verification: align with 5 landmarks, template features, TAR@FAR 1e-6…1e-1."""
-    from distill.evals.ijb import evaluate_ijb
-    from distill.evals.verification import model_embed_fn
+    with user_errors():
+        check_writable(json_out, "--json")
+        from distill.evals.ijb import evaluate_ijb
+        from distill.evals.verification import model_embed_fn
+        from distill.report.table import format_table as plain_table
+        from distill.utils import atomic_write_text
 
-    rows = []
-    try:
+        rows = []
         for path in model:
             result = evaluate_ijb(model_embed_fn(path, batch_size), root,
                                   prefix=prefix, batch_size=batch_size, flip=flip)
             rows.append({"model": str(path), **{k: (f"{v:.4f}" if isinstance(v, float) else v)
                                                  for k, v in result.items()}})
-    except ValueError as exc:
-        _fail(exc)
-    from distill.report.table import format_table as plain_table
+        typer.echo(plain_table(rows))
+        if json_out is not None and not _write_output(json_out, lambda p: atomic_write_text(p, json.dumps(rows, indent=2))):
+            raise typer.Exit(code=2)
 
-    typer.echo(plain_table(rows))
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(rows, indent=2))
-        typer.echo(f"wrote {json_out}")
+
+def _write_output(path: Path, write) -> bool:
+    """Write one output of results already printed; a failure is reported, not fatal to the others."""
+    from distill.utils import remove_temporaries
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_temporaries(path.parent, f".{path.name}.")   # left by an interrupted earlier write
+        write(path)
+    except OSError as exc:
+        message = describe_os_error(exc) if exc.filename else f"{path}: {exc.strerror or exc}"
+        typer.echo(f"error: {message} (the table above holds the results)", err=True)
+        return False
+    typer.echo(f"wrote {path}")
+    return True
 
 
 def register(app: typer.Typer) -> None:

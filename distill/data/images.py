@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from distill.data.preprocess import INPUT_SIZE
+from distill.utils import first_line as _first_line
 
 
 def decode_and_resize(encoded, size=INPUT_SIZE):
@@ -15,7 +16,11 @@ def decode_and_resize(encoded, size=INPUT_SIZE):
     """
     import tensorflow as tf
 
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    check = tf.debugging.assert_less_equal(
+        declared_pixels(encoded), tf.constant(MAX_PIXELS, tf.int64),
+        message=f"image declares more than {MAX_PIXELS:,} pixels (refused before decoding)")
+    with tf.control_dependencies([check]):
+        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     height, width = size
 
@@ -32,6 +37,50 @@ def decode_and_resize(encoded, size=INPUT_SIZE):
     out = tf.cond(same, lambda: image, lambda: tf.cond(shrinking, resize(True), resize(False)))
     out.set_shape([height, width, 3])
     return out
+
+
+#: images whose header declares more pixels are refused before decoding (a crafted 12,000² PNG
+#: of a few hundred KB would otherwise need over a gigabyte to decode and resize)
+MAX_PIXELS = 50_000_000
+_MAGIC = {"png": b"\x89PNG", "gif": b"GIF8", "bmp": b"BM", "jpeg": b"\xff\xd8", "webp": b"RIFF"}
+
+
+def declared_pixels(encoded):
+    """TF op: width × height from the header of a PNG, GIF, BMP, WebP or JPEG (0 for other
+    formats, left to the decoder), read without decoding the image."""
+    import tensorflow as tf
+
+    head = tf.strings.join([tf.strings.substr(encoded, 0, 32), tf.constant(b"\0" * 32)])
+    h = tf.cast(tf.io.decode_raw(tf.strings.substr(head, 0, 32), tf.uint8), tf.int64)
+
+    def number(offset, size, big_endian=False):
+        parts = [h[offset + i] * (256 ** (size - 1 - i if big_endian else i)) for i in range(size)]
+        return tf.add_n(parts)
+
+    def signed32(offset):   # BMP sizes are signed (a negative height means top-down rows)
+        value = number(offset, 4)
+        return tf.abs(tf.where(value >= 2 ** 31, value - 2 ** 32, value))
+
+    def starts(kind):
+        magic = _MAGIC[kind]
+        return tf.reduce_all(tf.equal(h[:len(magic)], tf.constant(list(magic), tf.int64)))
+
+    def jpeg():
+        shape = tf.cast(tf.image.extract_jpeg_shape(encoded), tf.int64)
+        return shape[0] * shape[1]
+
+    def webp():   # the chunk after "RIFF....WEBP": VP8X (extended), VP8L (lossless) or "VP8 "
+        lossless = number(21, 4)
+        return tf.where(tf.equal(h[15], ord("X")), (number(24, 3) + 1) * (number(27, 3) + 1),
+                        tf.where(tf.equal(h[15], ord("L")),
+                                 (lossless % 2 ** 14 + 1) * (lossless // 2 ** 14 % 2 ** 14 + 1),
+                                 number(26, 2) % 2 ** 14 * (number(28, 2) % 2 ** 14)))
+
+    return tf.case([(starts("png"), lambda: number(16, 4, True) * number(20, 4, True)),
+                    (starts("gif"), lambda: number(6, 2) * number(8, 2)),
+                    (starts("bmp"), lambda: signed32(18) * signed32(22)),
+                    (starts("webp"), webp), (starts("jpeg"), jpeg)],
+                   default=lambda: tf.constant(0, tf.int64))
 
 
 def decode_image_bytes(data: bytes, size=INPUT_SIZE, source: str = "image") -> np.ndarray:
@@ -54,11 +103,6 @@ def read_image(path, size=INPUT_SIZE) -> np.ndarray:
     return decode_image_bytes(data, size, source=str(path))
 
 
-def _first_line(exc: Exception) -> str:
-    message = getattr(exc, "message", None) or str(exc)
-    return message.strip().splitlines()[0] if message.strip() else type(exc).__name__
-
-
 def input_parallelism(requested: int = -1, training: bool = True):
     """Decode threads for tf.data: ``requested`` if positive; else AUTOTUNE for inference
     (``training=False``: embed) or when a GPU does the model's work, and a quarter of the cores
@@ -77,3 +121,31 @@ def input_parallelism(requested: int = -1, training: bool = True):
     if not training or tf.config.list_logical_devices("GPU"):
         return tf.data.AUTOTUNE
     return max(1, (os.cpu_count() or 1) // 4)
+
+
+def read_problem(source, sample_id: int) -> str | None:
+    """Why sample ``sample_id`` of ``source`` cannot be read or decoded, in words (None: it can)."""
+    try:
+        decode_image_bytes(source.read_encoded(sample_id), source=source.describe(sample_id))
+    except ValueError as exc:   # includes the sources' DataError
+        return str(exc).split(": ", 1)[-1]
+    return None
+
+
+def why_unreadable(source, sample_id: int) -> str:
+    return read_problem(source, sample_id) or "image failed to decode in the input pipeline"
+
+
+def unreadable_samples(source, sample_ids) -> list[dict]:
+    """``[{"sample_id", "path", "reason"}]`` for the samples of ``sample_ids`` that cannot be
+    read or decoded; one parallel decoding pass (tf.data) over them, in the given order."""
+    import tensorflow as tf
+
+    ids = np.asarray(sample_ids, dtype=np.int64)
+    dataset = source.encoded_dataset(ids).map(
+        lambda sample_id, data: (sample_id, tf.reduce_max(decode_and_resize(data))),  # (a value, so decoding runs)
+        num_parallel_calls=input_parallelism(training=False), deterministic=False)
+    delivered = [batch.numpy() for batch, _ in dataset.ignore_errors().batch(1024)]
+    missing = ids[~np.isin(ids, np.concatenate(delivered or [np.zeros(0, np.int64)]))]
+    return [{"sample_id": int(i), "path": source.describe(int(i)), "reason": why_unreadable(source, int(i))}
+            for i in missing]

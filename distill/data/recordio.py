@@ -268,6 +268,9 @@ class RecordIOSource(ListedSource):
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def content_files(self) -> list[str]:
+        return [str(self.reader.rec_path), str(self.reader.idx_path)]
+
     def describe_key(self, key) -> str:
         return f"{self.rec_path} (record {int(key)})"
 
@@ -347,6 +350,8 @@ def rec_to_folder(rec, out, progress: bool = True) -> tuple[int, int]:
     """
     from tqdm import tqdm
 
+    from distill.utils import TMP_SUFFIX, remove_temporaries
+
     source = open_recordio(rec, progress=progress)
     out = Path(out)
     written = present = 0
@@ -356,6 +361,7 @@ def rec_to_folder(rec, out, progress: bool = True) -> tuple[int, int]:
             folder = out / str(label)
             if label != current:
                 folder.mkdir(parents=True, exist_ok=True)
+                remove_temporaries(folder)   # left by an interrupted earlier run
                 current = label
                 done = {f.split(".")[0] for f in os.listdir(folder) if not f.startswith(".")}
             if str(key) in done:
@@ -363,7 +369,7 @@ def rec_to_folder(rec, out, progress: bool = True) -> tuple[int, int]:
             else:
                 data = source.read_encoded(sample_id)
                 target = folder / f"{key}.{image_extension(data, source.describe(sample_id))}"
-                tmp = folder / f".{target.name}.tmp-{os.getpid()}"
+                tmp = folder / f".{target.name}.{os.getpid()}{TMP_SUFFIX}"
                 tmp.write_bytes(data)
                 os.replace(tmp, target)
                 written += 1

@@ -8,7 +8,9 @@ Every source gives the same thing to the rest of the framework:
 * ``source.encoded_dataset(sample_ids)`` – a ``tf.data`` dataset of
   ``(sample_id, encoded bytes)`` in the order given, reading in parallel;
 * ``source.fingerprint()`` – a hash of the listing (names and labels, in order);
-* ``source.write_listing(path)`` – the listing as a TSV file ``name<TAB>label``.
+* ``source.write_listing(path)`` – the listing as a TSV file ``name<TAB>label``;
+* ``source.content_files()`` (optional) – the files holding the images, for a content
+  fingerprint (:mod:`distill.data.content`).
 
 Sources are opened by :func:`open_source`, which picks a registered opener for the
 given path (class-per-folder tree, CSV/TSV file list, ...).
@@ -46,13 +48,19 @@ class ListedSource:
 
     def write_listing(self, path) -> None:
         """Write the listing (streamed to a temporary file in the same folder, then renamed)."""
+        from distill.utils import TMP_SUFFIX
+
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.writelines(self.listing_lines())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+        try:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                handle.writelines(self.listing_lines())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
 
 
 class FileSource(ListedSource):
@@ -75,6 +83,10 @@ class FileSource(ListedSource):
 
     def describe(self, sample_id: int) -> str:
         return self.paths[int(sample_id)]
+
+    def content_files(self) -> list[str]:
+        """The files whose content the samples are (see :mod:`distill.data.content`)."""
+        return list(self.paths)
 
     def read_encoded(self, sample_id: int) -> bytes:
         path = self.paths[int(sample_id)]

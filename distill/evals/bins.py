@@ -2,24 +2,21 @@
 
 A ``.bin`` file is a pickle of ``(bins, issame_list)``: ``2N`` encoded images (the two images
 of pair ``i`` at ``2i`` and ``2i + 1``) and ``N`` booleans. Pickles can run code, so loading
-uses a restricted unpickler that builds only bytes, str, lists, tuples, booleans and numbers.
+uses a bounded, restricted unpickler (:mod:`distill.evals.safe_pickle`).
 """
 from __future__ import annotations
 
-import io
-import os
 import pickle
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from distill.data.preprocess import INPUT_SIZE
+from distill.evals.safe_pickle import safe_unpickle
+from distill.utils import atomic_write_bytes, remove_temporaries
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-# Python 3 pickles bytes with protocol <= 2 as _codecs.encode(str, "latin1"); nothing else is allowed.
-_ALLOWED_GLOBALS = {("_codecs", "encode")}
 
 
 @dataclass
@@ -32,40 +29,6 @@ class VerificationSet:
 
     def __len__(self) -> int:
         return int(self.issame.size)
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, handle, source: str):
-        super().__init__(handle, encoding="bytes")
-        self._source = source
-
-    def find_class(self, module, name):
-        if (module, name) in _ALLOWED_GLOBALS:
-            return self._latin1_encode
-        raise pickle.UnpicklingError(
-            f"{self._source}: refused to load global {module}.{name} (a .bin file may contain only "
-            "encoded image bytes and booleans)"
-        )
-
-    def _latin1_encode(self, text, encoding="utf-8", *rest):
-        """``_codecs.encode`` limited to what pickle uses for bytes: (str, 'latin1')."""
-        if not isinstance(text, str) or encoding.replace("-", "").lower() != "latin1" or rest:
-            raise pickle.UnpicklingError(f"{self._source}: refused _codecs.encode call other than (str, 'latin1')")
-        return text.encode("latin1")
-
-    def persistent_load(self, pid):
-        raise pickle.UnpicklingError(f"{self._source}: refused persistent id in pickle")
-
-
-def safe_unpickle(data: bytes, source: str = "pickle"):
-    """Unpickle ``data`` allowing only plain containers, bytes and booleans; never runs other globals."""
-    try:
-        return _RestrictedUnpickler(io.BytesIO(data), source).load()
-    except pickle.UnpicklingError as exc:
-        message = str(exc)
-        raise ValueError(message if message.startswith(source) else f"{source}: {message}") from None
-    except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
-        raise ValueError(f"{source}: not a valid pickle ({type(exc).__name__}: {exc})") from None
 
 
 def read_bin(path) -> tuple[list[bytes], np.ndarray]:
@@ -92,7 +55,8 @@ def read_bin(path) -> tuple[list[bytes], np.ndarray]:
         )
     for index, label in enumerate(issame):
         if not isinstance(label, bool):
-            raise ValueError(f"{path}: issame[{index}] is {type(label).__name__} {label!r}, expected bool")
+            shown = f" {label!r}" if isinstance(label, (int, float, str, bytes)) else ""
+            raise ValueError(f"{path}: issame[{index}] is {type(label).__name__}{shown[:40]}, expected bool")
     return [bytes(item) for item in bins], np.array(issame, dtype=bool)
 
 
@@ -125,6 +89,12 @@ def load_bin(path, image_size=INPUT_SIZE) -> VerificationSet:
     """Load an InsightFace ``.bin`` verification set (name = file stem), decoding to uint8 RGB."""
     path = Path(path)
     encoded, issame = read_bin(path)
+    if not issame.size:
+        raise ValueError(f"{path}: holds no pairs; a verification set needs same and different pairs")
+    if issame.all() or not issame.any():
+        kind = "same-person" if issame.all() else "different-person"
+        raise ValueError(f"{path}: all {issame.size} pairs are {kind} pairs; a verification set needs "
+                         "both kinds (rebuild it with `distill make-bin`)")
     images = decode_images(encoded, tuple(image_size), source=str(path))
     return VerificationSet(name=path.stem, images=images, issame=issame)
 
@@ -136,17 +106,8 @@ def save_bin(bins, issame, path) -> Path:
     issame = [bool(label) for label in np.asarray(issame, dtype=bool).ravel()]
     if len(bins) != 2 * len(issame):
         raise ValueError(f"{path}: {len(bins)} images for {len(issame)} pairs (expected {2 * len(issame)})")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            pickle.dump((bins, issame), handle, protocol=4)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    remove_temporaries(path.parent, f".{path.name}.")   # left by an interrupted earlier write
+    atomic_write_bytes(path, pickle.dumps((bins, issame), protocol=4))
     return path
 
 

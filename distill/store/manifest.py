@@ -41,7 +41,7 @@ class Manifest:
     shard_size: int
     input_normalization: dict    # the teacher's (mean, std, channel order, layout)
     embedding_normalization: str = "l2"
-    shards: dict = field(default_factory=dict)   # name → {"first_id", "count"}
+    shards: dict = field(default_factory=dict)   # name → {"first_id", "count", "expected", "sha256"}
     skipped: list = field(default_factory=list)  # [{"sample_id", "path", "reason"}]
     conditioning: dict = field(default_factory=lambda: {"mode": "none"})  # see store.conditioning
     format_version: int = FORMAT_VERSION
@@ -84,9 +84,11 @@ class Manifest:
         if not path.is_file():
             raise StoreError(f"{path}: no manifest (not an embedding store, or never started)")
         try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
+            data = json.loads(path.read_bytes())
+        except (OSError, ValueError) as exc:   # ValueError: JSON or UTF-8
             raise StoreError(f"{path}: manifest is not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise StoreError(f"{path}: manifest must be a JSON object, got {type(data).__name__}")
         data.pop("num_shards", None)
         data.pop("complete", None)
         known = set(cls.__dataclass_fields__)
@@ -94,6 +96,13 @@ class Manifest:
         if unknown:
             raise StoreError(f"{path}: unknown manifest field(s) {', '.join(unknown)}")
         try:
-            return cls(**data)
+            manifest = cls(**data)
         except TypeError as exc:
             raise StoreError(f"{path}: incomplete manifest ({exc})") from None
+        from distill.store.integrity import manifest_problem
+
+        problem = manifest_problem(manifest)
+        if problem:
+            raise StoreError(f"{path}: damaged manifest ({problem}); restore it, or rebuild the store "
+                             "with the same `distill embed` command plus --overwrite")
+        return manifest

@@ -43,12 +43,12 @@ class Store:
 
     def iter_shards(self, fields=("sample_id", "label", "embedding"), conditioned: bool = True):
         """Yield a dict of arrays per complete shard, in sample_id order; embedding fields
-        pass through the store's conditioning unless ``conditioned=False``."""
-        import h5py
+        pass through the store's conditioning unless ``conditioned=False``. Each shard is
+        checked first (SHA-256, raw rows: :func:`distill.store.integrity.read_shard`)."""
+        from distill.store.integrity import read_shard
 
         for path in self.shard_paths():
-            with h5py.File(path, "r") as handle:
-                arrays = {name: handle[name][...] for name in fields}
+            arrays = read_shard(path, fields, self.manifest)
             if conditioned and not self.conditioning.is_identity:
                 for name in fields:
                     if name.startswith("embedding"):
@@ -73,16 +73,15 @@ class Store:
 
     def lookup(self, sample_ids, field: str = "embedding", dtype=np.float32) -> np.ndarray:
         """Embeddings of the given sample_ids (read shard by shard; no full table in memory)."""
-        import h5py
+        from distill.store.integrity import read_shard
 
         sample_ids = np.asarray(sample_ids, dtype=np.int64)
         result = np.zeros((len(sample_ids), self.manifest.embedding_dim), dtype=dtype)
         shards = sample_ids // self.manifest.shard_size
         for k in np.unique(shards):
             rows = np.flatnonzero(shards == k)
-            with h5py.File(self.path / shard_name(int(k)), "r") as handle:
-                stored_ids = handle["sample_id"][...]
-                values = handle[field][...]
+            arrays = read_shard(self.path / shard_name(int(k)), ("sample_id", field), self.manifest)
+            stored_ids, values = arrays["sample_id"], arrays[field]
             positions = np.minimum(np.searchsorted(stored_ids, sample_ids[rows]), len(stored_ids) - 1)
             if len(stored_ids) == 0 or np.any(stored_ids[positions] != sample_ids[rows]):
                 raise StoreError(f"{self.path}: sample_id(s) missing from shard {int(k)}")

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
+from distill.store.integrity import digest, row_problems
 from distill.store.manifest import LISTING_NAME, Manifest, StoreError, shard_name
-
-NORM_TOLERANCE = {"float16": 2e-3, "float32": 1e-4}
+from distill.utils import first_line
 
 
 def verify_store(path) -> list[str]:
@@ -29,6 +29,9 @@ def verify_store(path) -> list[str]:
             problems.append(f"{name}: not complete (store unfinished; rerun `distill embed`)")
             continue
         first, end = manifest.shard_range(k)
+        problem = _checksum_problem(path / name, manifest.shards[name])
+        if problem:
+            problems.append(problem)
         try:
             with h5py.File(path / name, "r") as handle:
                 missing = [f for f in fields if f not in handle]
@@ -36,8 +39,8 @@ def verify_store(path) -> list[str]:
                     problems.append(f"{name}: missing dataset(s) {', '.join(missing)}")
                     continue
                 data = {f: handle[f][...] for f in fields}
-        except OSError as exc:
-            problems.append(f"{name}: cannot be read as HDF5 ({exc})")
+        except (OSError, ValueError, KeyError) as exc:
+            problems.append(f"{name}: cannot be read as HDF5 ({first_line(exc)})")
             continue
         problems.extend(_check_shard(name, data, manifest, first, end, labels, seen))
     skipped = np.array([s["sample_id"] for s in manifest.skipped], dtype=np.int64)
@@ -58,7 +61,14 @@ def _listing_labels(path: Path, manifest: Manifest, problems: list) -> np.ndarra
     if not listing.is_file():
         problems.append(f"{listing}: listing file missing")
         return None
-    labels = [int(line.rsplit("\t", 1)[1]) for line in listing.read_text().splitlines() if line]
+    labels = []
+    for number, line in enumerate(listing.read_bytes().decode("utf-8", "replace").splitlines(), start=1):
+        label = line.rsplit("\t", 1)[-1] if "\t" in line else ""
+        if line and not label.lstrip("-").isdigit():
+            problems.append(f"{listing}:{number}: expected 'path<TAB>label', got {line[:60]!r}")
+            return None
+        if line:
+            labels.append(int(label))
     if len(labels) != manifest.num_samples:
         problems.append(f"{listing}: {len(labels)} rows, manifest says {manifest.num_samples} samples")
         return None
@@ -72,21 +82,10 @@ def _check_shard(name, data, manifest, first, end, labels, seen) -> list[str]:
     recorded = manifest.shards[name]["count"]
     if count != recorded:
         problems.append(f"{name}: {count} rows, manifest records {recorded}")
+    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+        return problems + [f"{name}: sample_id has shape {ids.shape} and dtype {ids.dtype}, expected integers"]
     for field in [f for f in data if f.startswith("embedding")]:
-        values = data[field]
-        if values.shape != (count, manifest.embedding_dim):
-            problems.append(f"{name}: {field} has shape {values.shape}, expected ({count}, {manifest.embedding_dim})")
-            continue
-        if values.dtype != np.dtype(manifest.dtype):
-            problems.append(f"{name}: {field} dtype {values.dtype}, manifest says {manifest.dtype}")
-        as32 = values.astype(np.float32)
-        bad = ~np.isfinite(as32).all(axis=1)
-        if bad.any():
-            problems.append(f"{name}: {field} has NaN/inf in {int(bad.sum())} row(s) (sample_id {ids[bad][:5].tolist()})")
-        norms = np.linalg.norm(np.nan_to_num(as32), axis=1)
-        off = np.abs(norms - 1.0) > NORM_TOLERANCE.get(manifest.dtype, 1e-3)
-        if off.any():
-            problems.append(f"{name}: {field} not unit-norm in {int(off.sum())} row(s) (sample_id {ids[off][:5].tolist()})")
+        problems.extend(f"{name}: {problem}" for problem in row_problems(ids, data[field], field, manifest))
     if len(data["label"]) != count:
         problems.append(f"{name}: label has {len(data['label'])} rows, sample_id has {count}")
     outside = (ids < first) | (ids >= end)
@@ -94,11 +93,20 @@ def _check_shard(name, data, manifest, first, end, labels, seen) -> list[str]:
         problems.append(f"{name}: sample_id(s) outside the shard range [{first}, {end}): {ids[outside][:5].tolist()}")
     valid = ids[~outside]
     np.add.at(seen, valid, 1)
-    if labels is not None and len(data["label"]) == count:
+    if labels is not None and len(data["label"]) == count and data["label"].ndim == 1:
         wrong = data["label"][~outside] != labels[valid]
         if wrong.any():
             problems.append(f"{name}: label differs from the listing for sample_id {valid[wrong][:5].tolist()}")
     return problems
+
+
+def _checksum_problem(path: Path, entry: dict) -> str | None:
+    if not entry.get("sha256") or not path.is_file():
+        return None
+    if digest(path.read_bytes()) != entry["sha256"]:
+        return (f"{path.name}: does not match the SHA-256 in the manifest (damaged or changed); "
+                "rerun the same `distill embed` command to redo it")
+    return None
 
 
 def store_info(path) -> dict:

@@ -10,6 +10,7 @@ shard buffers, whatever the dataset size.
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -19,11 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.data.images import decode_and_resize, decode_image_bytes, input_parallelism
+from distill.data.images import decode_and_resize, input_parallelism, why_unreadable
+from distill.data.content import content_fingerprint
 from distill.data.sources import DataError, open_source
+from distill.store.integrity import content_problem, damaged_shards, digest
 from distill.store.manifest import (DTYPES, LISTING_NAME, LOCK_NAME, MANIFEST_NAME, Manifest,
                                     StoreError, shard_name)
-from distill.utils import file_lock
+from distill.utils import atomic_write_bytes, file_lock, remove_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +34,16 @@ log = logging.getLogger(__name__)
 def embed(teacher, data, out, *, batch_size: int = 128, shard_size: int = 10000,
           dtype: str = "float16", flip: bool = False, overwrite: bool = False,
           num_workers: int = 1, worker_index: int = 0, skip_bad: bool = False,
-          progress: bool = True, preprocess=None, condition: str | None = None) -> Manifest:
+          progress: bool = True, preprocess=None, condition: str | None = None,
+          strict: bool = False) -> Manifest:
     """Embed every image of ``data`` with ``teacher`` into the store folder ``out``.
 
     ``teacher``: a path/spec for :func:`teachers.load_teacher` or a loaded Teacher.
     ``data``: a dataset path for :func:`distill.data.sources.open_source` or a source.
     ``condition`` (``center``/``whiten``/``none``): once the store is complete, fit that
     conditioning of the teacher space (:mod:`distill.store.conditioning`).
+    ``strict``: fingerprint the images' content by SHA-256 (default: size and mtime); training
+    refuses the store when the images no longer match.
     Returns the manifest as it stands after this worker's shards are written.
     """
     from teachers import Teacher, load_teacher
@@ -51,16 +57,17 @@ def embed(teacher, data, out, *, batch_size: int = 128, shard_size: int = 10000,
     source = open_source(data) if isinstance(data, (str, os.PathLike)) else data
     teacher = teacher if isinstance(teacher, Teacher) else load_teacher(teacher, preprocess)
     out = Path(out)
-    manifest = _open_manifest(out, source, teacher, dtype, flip, shard_size, overwrite)
+    manifest = _open_manifest(out, source, teacher, dtype, flip, shard_size, overwrite, strict)
 
     todo = [k for k in range(manifest.num_shards)
             if k % num_workers == worker_index and shard_name(k) not in manifest.shards]
+    for k in range(manifest.num_shards):   # temporaries of this worker's or of finished shards are stale
+        if k in todo or shard_name(k) in manifest.shards:
+            _remove_stale_temporaries(out, k)
     if not todo:
         log.info("%s: nothing to do (%d shards complete)", out, len(manifest.shards))
     else:
         ids = np.concatenate([np.arange(*manifest.shard_range(k), dtype=np.int64) for k in todo])
-        for k in todo:
-            _remove_stale_temporaries(out, k)
         with _ShardWriter(out, manifest) as writer:
             _run(source, teacher, ids, manifest, writer, batch_size, flip, skip_bad, progress)
     manifest = Manifest.load(out)
@@ -72,23 +79,31 @@ def embed(teacher, data, out, *, batch_size: int = 128, shard_size: int = 10000,
     return manifest
 
 
-def _open_manifest(out: Path, source, teacher, dtype, flip, shard_size, overwrite) -> Manifest:
-    """Create the store, or check that an existing one was made with the same settings."""
+def _open_manifest(out: Path, source, teacher, dtype, flip, shard_size, overwrite, strict=False) -> Manifest:
+    """Create the store, or check that an existing one was made with the same settings (and,
+    when it recorded one, from files with the same content)."""
+    content = content_fingerprint(source, "sha256" if strict else "stat")
     fresh = Manifest(
         num_samples=len(source), num_classes=len(source.class_names),
         class_names=list(source.class_names),
         source={"kind": source.kind, "root": str(source.root), "fingerprint": source.fingerprint(),
-                "listing": LISTING_NAME},
+                "listing": LISTING_NAME, **({"content": content} if content else {})},
         teacher=teacher.describe(), embedding_dim=teacher.embedding_dim, dtype=dtype, flip=flip,
         shard_size=shard_size, input_normalization=teacher.preprocess.to_dict(),
     )
     out.mkdir(parents=True, exist_ok=True)
     with file_lock(out / LOCK_NAME):
+        for name in (MANIFEST_NAME, LISTING_NAME):   # both are written under this lock only
+            remove_temporaries(out, f".{name}.")
         if (out / MANIFEST_NAME).exists():
             existing = Manifest.load(out)
             changed = {key: (old, fresh.settings()[key]) for key, old in existing.settings().items()
                        if old != fresh.settings()[key]}
-            if not changed:
+            problem = None if changed else content_problem(existing.source.get("content"), source, content)
+            if problem and not overwrite:
+                raise StoreError(f"{out}: {problem} since this store was started. Use a new output "
+                                 "folder, or --overwrite to start over.")
+            if not changed and not problem:
                 _reconcile(out, existing)
                 return existing
             if not overwrite:
@@ -106,6 +121,10 @@ def _reconcile(out: Path, manifest: Manifest) -> None:
     import h5py
 
     changed = False
+    damaged = damaged_shards(out, manifest)
+    for name in damaged:
+        log.warning("%s: does not match the SHA-256 in the manifest (damaged); redoing it", out / name)
+        (out / name).unlink()
     for name in list(manifest.shards):
         if not (out / name).is_file():
             del manifest.shards[name]
@@ -119,14 +138,16 @@ def _reconcile(out: Path, manifest: Manifest) -> None:
         if name in manifest.shards or not (out / name).is_file():
             continue
         try:
-            with h5py.File(out / name, "r") as handle:
+            data = (out / name).read_bytes()
+            with h5py.File(io.BytesIO(data), "r") as handle:
                 count = int(handle["sample_id"].shape[0])
                 skipped = json.loads(handle.attrs.get("skipped", "[]"))
-        except (OSError, KeyError):
+        except (OSError, KeyError, ValueError):
             (out / name).unlink()  # a shard file that is not readable is redone
             continue
         first, end = manifest.shard_range(k)
-        manifest.shards[name] = {"first_id": first, "count": count, "expected": end - first}
+        manifest.shards[name] = {"first_id": first, "count": count, "expected": end - first,
+                                 "sha256": digest(data)}
         manifest.skipped.extend(skipped)
         changed = True
     if changed:
@@ -138,14 +159,16 @@ def _clear_store(out: Path) -> None:
 
     for path in out.glob("shard-*.h5*"):
         path.unlink()
+    remove_temporaries(out)
     for name in (MANIFEST_NAME, LISTING_NAME, FILE_NAME):
         if (out / name).exists():
             (out / name).unlink()
 
 
 def _remove_stale_temporaries(out: Path, index: int) -> None:
-    for path in out.glob(f"{shard_name(index)}.tmp-*"):
+    for path in out.glob(f"{shard_name(index)}.tmp-*"):   # written by earlier versions
         path.unlink()
+    remove_temporaries(out, f".{shard_name(index)}.")
 
 
 def _l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -241,7 +264,7 @@ class _ShardBuffer:
         skipped = []
         for row in np.flatnonzero(~self.present):
             sample_id = self.first + int(row)
-            reason = _why_unreadable(source, sample_id)
+            reason = why_unreadable(source, sample_id)
             if not skip_bad:
                 raise DataError(f"{source.describe(sample_id)}: {reason} (sample_id {sample_id}; "
                                 "use --skip-bad to record and skip unreadable images)")
@@ -255,14 +278,6 @@ class _ShardBuffer:
             "embedding_flip": None if self.embedding_flip is None else self.embedding_flip[keep],
             "skipped": skipped,
         }
-
-
-def _why_unreadable(source, sample_id: int) -> str:
-    try:
-        decode_image_bytes(source.read_encoded(sample_id), source=source.describe(sample_id))
-    except ValueError as exc:
-        return str(exc).split(": ", 1)[-1]
-    return "image failed to decode in the input pipeline"
 
 
 class _ShardWriter:
@@ -308,11 +323,13 @@ class _ShardWriter:
                     self.error = exc
 
     def _write(self, shard: dict) -> None:
+        """Build the HDF5 file in memory (HDF5 never meets a full disk, which could crash it),
+        then write it atomically and record it with its SHA-256."""
         import h5py
 
         name = shard_name(shard["index"])
-        tmp = self.out / f"{name}.tmp-{os.getpid()}"
-        with h5py.File(tmp, "w") as handle:
+        buffer = io.BytesIO()
+        with h5py.File(buffer, "w") as handle:
             handle.create_dataset("embedding", data=shard["embedding"])
             if shard["embedding_flip"] is not None:
                 handle.create_dataset("embedding_flip", data=shard["embedding_flip"])
@@ -322,13 +339,12 @@ class _ShardWriter:
             handle.attrs["first_id"] = shard["first_id"]
             handle.attrs["expected"] = shard["expected"]
             handle.attrs["skipped"] = json.dumps(shard["skipped"])
-        with open(tmp, "rb+") as raw:
-            os.fsync(raw.fileno())
-        os.replace(tmp, self.out / name)
+        data = buffer.getvalue()
+        atomic_write_bytes(self.out / name, data)
         with file_lock(self.out / LOCK_NAME):
             current = Manifest.load(self.out)
             current.shards[name] = {"first_id": shard["first_id"], "count": len(shard["sample_id"]),
-                                    "expected": shard["expected"]}
+                                    "expected": shard["expected"], "sha256": digest(data)}
             current.skipped = [s for s in current.skipped
                                if not shard["first_id"] <= s["sample_id"] < shard["first_id"] + shard["expected"]]
             current.skipped.extend(shard["skipped"])

@@ -80,6 +80,9 @@ class TeacherTargets:
         if manifest.source.get("fingerprint") != source.fingerprint():
             raise StoreError(f"{store.path}: store was embedded from a different dataset listing "
                              f"than {source.root} (fingerprints differ); re-run `distill embed`")
+        from distill.store.integrity import check_source_content
+
+        check_source_content(store, source)
         self.store = store
         self.dim = manifest.embedding_dim
         self.present = None
@@ -145,6 +148,13 @@ def balanced_order(sample_ids: np.ndarray, labels: np.ndarray, batch_size: int, 
     return np.asarray(order, dtype=np.int64)
 
 
+def sample_order(sample_ids, labels, batch_size: int, per_identity: int, seed: int, epoch: int):
+    """The order of one epoch: identity-balanced with ``per_identity`` > 0, else shuffled."""
+    if per_identity:
+        return balanced_order(sample_ids, labels, batch_size, per_identity, seed, epoch)
+    return epoch_order(sample_ids, seed, epoch)
+
+
 def training_dataset(source, sample_ids: np.ndarray, batch_size: int, seed: int, epoch: int,
                      augment: str = "flip", targets: TeacherTargets | None = None,
                      num_parallel_calls: int = -1, per_identity: int = 0, labels=None, share=None):
@@ -162,8 +172,7 @@ def training_dataset(source, sample_ids: np.ndarray, batch_size: int, seed: int,
     parallel = input_parallelism(num_parallel_calls or -1)
     sample_ids = np.asarray(sample_ids, dtype=np.int64)
     labels = np.asarray(source.labels if labels is None else labels, dtype=np.int64)
-    order = (balanced_order(sample_ids, labels, batch_size, per_identity, seed, epoch)
-             if per_identity else epoch_order(sample_ids, seed, epoch))
+    order = sample_order(sample_ids, labels, batch_size, per_identity, seed, epoch)
     if share is not None:
         order, batch_size = share(order, batch_size)
     labels = tf.constant(labels, dtype=tf.int64)

@@ -29,6 +29,7 @@ class DataConfig:
     min_class_images: int = 1       # classes with fewer images are unlabelled (distillation only)
     use_unlabeled: bool = True      # false: unlabelled samples are not trained on at all
     num_parallel_reads: int = -1    # decode threads; -1: AUTOTUNE with a GPU, cores/4 on CPU
+    skip_bad: bool = False          # leave out (and record in RUN/skipped.json) unreadable images
     targets: str = "auto"           # teacher targets: memory, pread, mmap, auto (distill.train.targets)
 
 

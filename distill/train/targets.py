@@ -11,7 +11,10 @@
   in the process's resident set);
 * ``auto``: ``memory`` when the tables fit in ``AUTO_MEMORY_BYTES``, else ``pread``.
 
-Rows pass through the store's conditioning (:meth:`Conditioning.apply_numpy`, cast back to
+Every row is checked as it is read (finite, unit norm: :func:`distill.store.integrity.bad_row`)
+and each shard file against the SHA-256 in the manifest when it is opened; a bad one stops the
+run naming the shard and the sample_id (kept in ``failure`` for the trainer to report, since an
+error raised inside tf.data reaches it wrapped). Rows pass through the store's conditioning (:meth:`Conditioning.apply_numpy`, cast back to
 the store dtype) exactly as :meth:`Store.load_table` does, so every mode gives the same
 targets. A dataset that is not contiguous (chunked or compressed; shards written by
 :mod:`distill.store.writer` never are) is read into memory, one shard at a time.
@@ -23,7 +26,10 @@ import os
 
 import numpy as np
 
+from distill.store.integrity import bad_row, bad_row_message, check_shard_file
+from distill.store.manifest import StoreError
 from distill.train.pipeline import TeacherTargets
+from distill.utils import first_line
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +62,7 @@ class ShardTargets(TeacherTargets):
         super().__init__(store, source)
         self.mapped = mapped
         self._fds: list[int] = []
+        self.failure = None
 
     def build(self):
         """Open every shard once: offsets (or maps) of its embedding datasets, which rows it holds."""
@@ -72,16 +79,21 @@ class ShardTargets(TeacherTargets):
         self._held: dict[int, np.ndarray] = {}               # key → rows (maps, or non-contiguous data)
         self.present = np.zeros(manifest.num_samples, dtype=bool)
         self._shard_first = np.zeros(manifest.num_shards, dtype=np.int64)
-        skipped = []
-        for k, path in enumerate(self.store.shard_paths()):
+        skipped, self._paths = [], self.store.shard_paths()
+        for k, path in enumerate(self._paths):
             first, end = manifest.shard_range(k)
             self._shard_first[k] = first
+            check_shard_file(path, manifest)
             fd = os.open(path, os.O_RDONLY)
             self._fds.append(fd)
-            with h5py.File(path, "r") as handle:
-                ids = handle["sample_id"][...]
-                for f, name in enumerate(self.fields):
-                    self._open_dataset(k * len(self.fields) + f, path, fd, handle[name])
+            try:
+                with h5py.File(path, "r") as handle:
+                    ids = handle["sample_id"][...]
+                    for f, name in enumerate(self.fields):
+                        self._open_dataset(k * len(self.fields) + f, path, fd, handle[name])
+            except (OSError, KeyError, ValueError) as exc:
+                raise StoreError(f"{path}: not a readable shard ({first_line(exc)}); delete it and "
+                                 "rerun the same `distill embed` command to redo it") from None
             self.present[ids] = True
             if len(ids) != end - first:
                 skipped.append(np.setdiff1d(np.arange(first, end), ids))
@@ -93,6 +105,9 @@ class ShardTargets(TeacherTargets):
         return self
 
     def _open_dataset(self, key: int, path, fd: int, dataset) -> None:
+        if len(dataset.shape) != 2 or dataset.shape[1] != self.dim:
+            raise StoreError(f"{path}: {dataset.name.lstrip('/')} has shape {dataset.shape}, expected "
+                             f"(rows, {self.dim}); rerun `distill embed` to redo the shard")
         offset = dataset.id.get_offset() if dataset.shape[0] else None
         contiguous = dataset.chunks is None and dataset.compression is None and offset is not None
         if not dataset.shape[0]:
@@ -123,9 +138,18 @@ class ShardTargets(TeacherTargets):
             if not held.all():
                 where = np.flatnonzero(~held)
                 out[where] = self._pread(key[where], row[where])
+        self._check(out, sample_ids, shard)
         if not self.conditioning.is_identity:
             out = self.conditioning.apply_numpy(out).astype(self.dtype)
         return out
+
+    def _check(self, out, sample_ids, shard) -> None:
+        """Refuse an unsound raw row, naming its shard and sample_id (kept in ``failure``)."""
+        found = bad_row(out, self.store.manifest.dtype)
+        if found is not None:
+            i, what = found
+            self.failure = StoreError(bad_row_message(self._paths[int(shard[i])], int(sample_ids[i]), what))
+            raise self.failure
 
     def _pread(self, key, row) -> np.ndarray:
         """Rows [len(key), D] read at their byte offsets, one ``pread`` each."""

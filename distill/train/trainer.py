@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.train.checkpoints import copy_state, load_state, restore_variables, save_checkpoint
+from distill.train.checkpoints import (check_arrays, copy_state, load_state, restore_variables,
+                                      save_checkpoint)
 from distill.train.recipe import Recipe, load_recipe, save_recipe
 from distill.train.stages import ResolvedStage, resolve_stages, stage_of_epoch
 from distill.utils import atomic_write_json, set_seed
@@ -103,6 +104,12 @@ class Trainer:
         self.labels, self.num_classes = training_labels(self.source.labels, self.sample_ids,
                                                         recipe.data.min_class_images)
         self.labelled_ids = self.sample_ids[self.labels[self.sample_ids] >= 0]
+        if recipe.data.skip_bad:   # after the labels, so that skipping never renumbers classes
+            from distill.train.unreadable import skip_unreadable
+
+            bad = skip_unreadable(self.source, self.sample_ids, self.run_dir, record=self.chief)
+            self.sample_ids = np.setdiff1d(self.sample_ids, bad)
+            self.labelled_ids = np.setdiff1d(self.labelled_ids, bad)
         self._check_labels()
         if len(self.sample_ids) < recipe.train.batch_size:
             raise TrainingError(f"{recipe.data.train}: {len(self.sample_ids)} images, fewer than "
@@ -207,7 +214,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ run
     def run(self, resume: bool, stop_after_epochs: int | None = None) -> TrainResult:
-        self._setup()
+        from distill.train.run_files import clean_run_dir, model_file_matches, save_model_file
+
         self.run_dir.mkdir(parents=True, exist_ok=True)
         state = load_state(self.run_dir) if resume else None
         if resume and state is None:
@@ -215,7 +223,11 @@ class Trainer:
         if not resume and (self.run_dir / "checkpoint" / "state.json").exists():
             raise TrainingError(f"{self.run_dir}: run directory already holds a run; "
                                 "use --resume to continue it or choose a new directory")
-        if self.chief:
+        if state is not None:
+            check_arrays(self.run_dir)   # a damaged checkpoint is refused now, not after the setup
+        self._setup()
+        if self.chief:   # only the chief writes into the run directory
+            clean_run_dir(self.run_dir)
             save_recipe(self.recipe, self.run_dir / "recipe.yaml")
         history = state["history"] if state else []
         best = state.get("best") if state else None
@@ -225,9 +237,11 @@ class Trainer:
         current = None
         end_epoch = total if stop_after_epochs is None else min(total, start_epoch + stop_after_epochs)
         final, best_path = self.run_dir / "model.keras", self.run_dir / "best.keras"
-        if start_epoch >= end_epoch and final.exists():
-            log.info("%s: all %d epochs already done", self.run_dir, total)
-            return TrainResult(self.run_dir, history, best_path if best_path.exists() else None, final, best)
+        if start_epoch >= end_epoch and state is not None:   # nothing to train: the checkpoint is the model
+            restore_variables(self.run_dir, {"model": list(self.model.variables)})
+            if model_file_matches(final, self.model):
+                log.info("%s: all %d epochs already done", self.run_dir, total)
+                return TrainResult(self.run_dir, history, best_path if best_path.exists() else None, final, best)
         for epoch in range(start_epoch, end_epoch):
             stage = stage_of_epoch(self.stages, epoch)
             if stage is not current:
@@ -249,7 +263,7 @@ class Trainer:
                 self._tensorboard(record)
             log.info("epoch %d/%d %s", epoch + 1, total, _summary(record))
         if self.chief:
-            self.model.save(final)
+            save_model_file(self.model, final)
         return TrainResult(self.run_dir, history, best_path if best_path.exists() else None, final, best)
 
     def _tensorboard(self, record: dict) -> None:
@@ -284,20 +298,24 @@ class Trainer:
         from tqdm import tqdm
 
         from distill.train.distributed import distribute_dataset
-        from distill.train.pipeline import training_dataset
+        from distill.train.pipeline import sample_order, training_dataset
         from distill.train.schedules import learning_rate
+        from distill.train.unreadable import named_input_errors
 
         recipe = self.recipe
         ids = self.sample_ids if stage.uses_teacher and recipe.data.use_unlabeled else self.labelled_ids
+        per_identity = recipe.train.images_per_identity if stage.weight("triplet") else 0
         dataset = distribute_dataset(self.strategy, lambda share: training_dataset(
             self.source, ids, recipe.train.batch_size, recipe.seed, epoch, recipe.data.augment,
             self.targets if stage.uses_teacher else None, recipe.data.num_parallel_reads,
-            recipe.train.images_per_identity if stage.weight("triplet") else 0,
-            labels=self.labels, share=share))
+            per_identity, labels=self.labels, share=share))
         steps = len(ids) // recipe.train.batch_size
         sums: dict[str, float] = {}
         started = time.time()
-        bar = tqdm(dataset, total=steps, desc=f"epoch {epoch + 1}/{recipe.total_epochs}",
+        batches = named_input_errors(dataset, self.source, lambda: sample_order(
+            ids, self.labels, recipe.train.batch_size, per_identity, recipe.seed, epoch),
+            recipe.train.batch_size, self.targets)
+        bar = tqdm(batches, total=steps, desc=f"epoch {epoch + 1}/{recipe.total_epochs}",
                    disable=not self.progress, leave=False, unit="step")
         step_evals, index = [], -1
         first_lr = learning_rate(recipe.schedule, stage.lr, stage.first_epoch, epoch * steps, steps)
@@ -349,7 +367,9 @@ class Trainer:
             raise TrainingError(f"train.best_by={name!r} is not an eval set ({', '.join(evals)})")
         accuracy = evals[name]["accuracy"]
         if best is None or accuracy > best["accuracy"]:
-            self.model.save(self.run_dir / "best.keras")
+            from distill.train.run_files import save_model_file
+
+            save_model_file(self.model, self.run_dir / "best.keras", check=False)
             best = {"set": name, "accuracy": accuracy, "epoch": record["epoch"]}
         return best
 
