@@ -48,6 +48,9 @@ def test_train_cli_writes_run_and_lowers_loss(orl_setup, tmp_path, cli):
                          "--set", "distill.weight=16", "--set", "train.eval_every_steps=1")
     assert code == 0, err
     history = json.loads((run / "history.json").read_text())
+    from distill.train.run_dir import RunDir
+
+    assert RunDir(run).read_history() == history                  # the typed schema
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
     assert history[-1]["loss"]["total"] < history[0]["loss"]["total"]
     assert history[-1]["loss"]["distill"] < history[0]["loss"]["distill"]

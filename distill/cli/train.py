@@ -27,8 +27,9 @@ def train_command(
         if check:
             from distill.train.checks import preflight
             from distill.train.recipe import load_recipe
+            from distill.train.run_dir import RunDir
 
-            source = Path(resume) / "recipe.yaml" if resume else recipe
+            source = RunDir(resume).recipe if resume else recipe
             for line in preflight(load_recipe(source, set_), str(source)):
                 typer.echo(line)
             return

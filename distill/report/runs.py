@@ -84,11 +84,13 @@ def load_run(run_dir) -> Run:
     """Read ``recipe.yaml``, ``history.json`` and ``checkpoint/state.json`` of a run."""
     from distill.train.recipe import RecipeError, recipe_from_dict
 
-    path = Path(run_dir)
-    recipe_path = path / "recipe.yaml"
+    from distill.train.run_dir import HistoryError, RunDir
+
+    files = RunDir(run_dir)
+    path, recipe_path = files.path, files.recipe
     if not path.is_dir():
         raise RunError(f"{path}: not a directory (expected a run directory of `distill train`)")
-    if not recipe_path.is_file():
+    if not files.is_run():
         raise RunError(f"{path}: no recipe.yaml (not a run directory of `distill train`)")
     try:
         raw = yaml.safe_load(recipe_path.read_text()) or {}
@@ -97,18 +99,14 @@ def load_run(run_dir) -> Run:
         raise RunError(f"{recipe_path}: not valid YAML ({exc})") from None
     except RecipeError as exc:
         raise RunError(str(exc)) from None
-    history_path = path / "history.json"
-    history = _read_json(history_path) if history_path.is_file() else []
-    if not isinstance(history, list):
-        raise RunError(f"{history_path}: expected a list of epoch records")
     try:
-        history = unique_epochs(history)
-    except RunError as exc:
-        raise RunError(f"{history_path}: {exc}") from None
-    state_path = path / "checkpoint" / "state.json"
-    has_checkpoint = state_path.is_file()
+        history = unique_epochs(files.read_history())
+    except (HistoryError, RunError) as exc:
+        message = str(exc)
+        raise RunError(message if message.startswith(str(files.history)) else f"{files.history}: {message}") from None
+    has_checkpoint = files.state.is_file()
     if has_checkpoint:
-        epochs_done = int(_read_json(state_path).get("epochs_done", 0))
+        epochs_done = int(_read_json(files.state).get("epochs_done", 0))
     else:
         epochs_done = max((r["epoch"] for r in history), default=0)
     return Run(path, recipe, history, epochs_done, has_checkpoint, flatten(recipe.to_dict()))
@@ -118,11 +116,13 @@ def run_status(run_dir) -> tuple[str, str]:
     """``(state, progress)`` of a run directory for sweep scripts: ``complete`` (every epoch
     done and model.keras saved), ``resume`` (a checkpoint to continue from) or ``new``
     (nothing to continue); progress ``DONE/TOTAL`` (``-`` for a new directory)."""
-    path = Path(run_dir)
-    if not (path / "recipe.yaml").is_file():
+    from distill.train.run_dir import RunDir
+
+    files = RunDir(run_dir)
+    if not files.is_run():
         return "new", "-"
-    run = load_run(path)
-    done = run.complete and (path / "model.keras").is_file()
+    run = load_run(files.path)
+    done = run.complete and files.final_model.is_file()
     word = "complete" if done else "resume" if run.has_checkpoint else "new"
     return word, f"{run.epochs_done}/{run.total_epochs}"
 

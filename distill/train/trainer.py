@@ -18,6 +18,7 @@ import numpy as np
 from distill.train.checkpoints import (check_arrays, copy_state, load_state, restore_variables,
                                       save_checkpoint)
 from distill.train.recipe import Recipe, load_recipe, save_recipe
+from distill.train.run_dir import RunDir
 from distill.train.stages import ResolvedStage, resolve_stages, stage_of_epoch
 from distill.utils import atomic_write_json, set_seed
 from distill.train.step import reproducible_graphs
@@ -56,7 +57,7 @@ def train(recipe, run_dir=None, overrides=(), resume: bool = False, progress: bo
     if resume:
         if run_dir is None:
             raise TrainingError("resume needs the run directory")
-        where = str(Path(run_dir) / "recipe.yaml")
+        where = str(RunDir(run_dir).recipe)
         recipe = load_recipe(where, overrides)
     elif isinstance(recipe, (str, Path)):
         where = str(recipe)
@@ -78,6 +79,7 @@ class Trainer:
     def __init__(self, recipe: Recipe, run_dir: Path, progress: bool = True):
         self.recipe = recipe
         self.run_dir = Path(run_dir)
+        self.files = RunDir(run_dir)
         self.progress = progress
         self.stages = resolve_stages(recipe)
 
@@ -220,7 +222,7 @@ class Trainer:
         state = load_state(self.run_dir) if resume else None
         if resume and state is None:
             raise TrainingError(f"{self.run_dir}: no checkpoint to resume from")
-        if not resume and (self.run_dir / "checkpoint" / "state.json").exists():
+        if not resume and self.files.state.exists():
             raise TrainingError(f"{self.run_dir}: run directory already holds a run; "
                                 "use --resume to continue it or choose a new directory")
         if state is not None:
@@ -228,7 +230,7 @@ class Trainer:
         self._setup()
         if self.chief:   # only the chief writes into the run directory
             clean_run_dir(self.run_dir)
-            save_recipe(self.recipe, self.run_dir / "recipe.yaml")
+            save_recipe(self.recipe, self.files.recipe)
         history = state["history"] if state else []
         best = state.get("best") if state else None
         start_epoch = state["epochs_done"] if state else 0
@@ -236,7 +238,7 @@ class Trainer:
         optimizer = objective = step = None
         current = None
         end_epoch = total if stop_after_epochs is None else min(total, start_epoch + stop_after_epochs)
-        final, best_path = self.run_dir / "model.keras", self.run_dir / "best.keras"
+        final, best_path = self.files.final_model, self.files.best_model
         if start_epoch >= end_epoch and state is not None:   # nothing to train: the checkpoint is the model
             restore_variables(self.run_dir, {"model": list(self.model.variables)})
             if model_file_matches(final, self.model):
@@ -259,7 +261,7 @@ class Trainer:
                 save_checkpoint(self.run_dir, self._checkpoint_groups(objective, optimizer),
                                 {"epochs_done": epoch + 1, "history": history, "best": best,
                                  "seed": self.recipe.seed})
-                atomic_write_json(self.run_dir / "history.json", history)
+                atomic_write_json(self.files.history, history)
                 self._tensorboard(record)
             log.info("epoch %d/%d %s", epoch + 1, total, _summary(record))
         if self.chief:
@@ -273,7 +275,7 @@ class Trainer:
         from tensorflow.core.framework import summary_pb2
 
         if not hasattr(self, "_writer"):
-            self._writer = tf.summary.create_file_writer(str(self.run_dir / "tensorboard"))
+            self._writer = tf.summary.create_file_writer(str(self.files.tensorboard))
             meta = summary_pb2.SummaryMetadata()
             meta.plugin_data.plugin_name = "scalars"
             self._scalar_meta = meta.SerializeToString()
@@ -369,7 +371,7 @@ class Trainer:
         if best is None or accuracy > best["accuracy"]:
             from distill.train.run_files import save_model_file
 
-            save_model_file(self.model, self.run_dir / "best.keras", check=False)
+            save_model_file(self.model, self.files.best_model, check=False)
             best = {"set": name, "accuracy": accuracy, "epoch": record["epoch"]}
         return best
 
