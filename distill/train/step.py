@@ -21,11 +21,20 @@ def _default_strategy(devices):
     return tf.distribute.get_strategy()
 
 
+_MIRRORED: dict = {}
+
+
 @register_strategy("mirrored")
 def _mirrored_strategy(devices):
+    """One MirroredStrategy per device list and process: a second one restarts TF's collective
+    instance keys, and a second training in the same process then fails ("Shape mismatch in
+    the collective instance") because the runtime still holds the first one's shapes."""
     import tensorflow as tf
 
-    return tf.distribute.MirroredStrategy(list(devices) or None)
+    key = tuple(devices)
+    if key not in _MIRRORED:
+        _MIRRORED[key] = tf.distribute.MirroredStrategy(list(devices) or None)
+    return _MIRRORED[key]
 
 
 @register_strategy("auto")
