@@ -35,6 +35,12 @@ def _tflite_loader(spec, preprocess, threads=None):
     return TFLiteTeacher(spec, preprocess, threads=threads)
 
 
+def _pth_loader(spec, preprocess, threads=None):
+    from teachers.pth_teacher import PthTeacher
+
+    return PthTeacher(spec, preprocess)
+
+
 def _plugin_loader(spec, preprocess, threads=None):
     from teachers.plugin_teacher import PluginTeacher
 
@@ -52,6 +58,7 @@ def _is_plugin(spec: str) -> bool:
 TEACHER_LOADERS = Registry("teacher kind", error=TeacherError)
 TEACHER_LOADERS.register("onnx", _onnx_loader, accepts=lambda spec: Path(spec).suffix.lower() == ".onnx")
 TEACHER_LOADERS.register("tflite", _tflite_loader, accepts=lambda spec: Path(spec).suffix.lower() == ".tflite")
+TEACHER_LOADERS.register("pth", _pth_loader, accepts=lambda spec: Path(spec).suffix.lower() in (".pth", ".pt"))
 TEACHER_LOADERS.register("plugin", _plugin_loader, accepts=_is_plugin)
 TEACHER_LOADERS.register("keras", _keras_loader, accepts=_is_keras)
 
@@ -77,7 +84,7 @@ def load_teacher(spec, preprocess: Preprocess | None = None, threads: int | None
     if not Path(spec).exists():
         raise TeacherError(f"{spec}: model file does not exist")
     raise TeacherError(f"{spec}: not a model file this project can run (known kinds: "
-                       f"{', '.join(TEACHER_LOADERS)}: .keras/.h5/SavedModel, .onnx, .tflite, module:function)")
+                       f"{', '.join(TEACHER_LOADERS)}: .keras/.h5/SavedModel, .onnx, .tflite, .pth, module:function)")
 
 
 __all__ = ["Preprocess", "Teacher", "TeacherError", "load_teacher", "register_loader", "teacher_kind",

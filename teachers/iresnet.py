@@ -64,18 +64,24 @@ def ibasic_block(x, filters, stride, name, epsilon=1e-5, momentum=0.9):
 
 
 def iresnet(depth: int = 50, input_shape=(112, 112, 3), bn_epsilon: float = 1e-5,
-            bn_momentum: float = 0.9, name: str | None = None):
-    """IResNet-``depth`` (18, 34, 50, 100 or 200) as a Keras model → 7×7×512 feature map."""
+            bn_momentum: float = 0.9, name: str | None = None, blocks=None, widths=None):
+    """IResNet-``depth`` (18, 34, 50, 100 or 200) as a Keras model → 7×7×512 feature map.
+    ``blocks`` (IBasicBlocks per stage) and ``widths`` (channels per stage; the stem has
+    ``widths[0]``) replace the standard ones for other layouts (e.g. a tiny test model)."""
     import keras
 
-    if depth not in IRESNET_LAYERS:
+    if blocks is None and depth not in IRESNET_LAYERS:
         raise ValueError(f"unknown IResNet depth {depth}; available: {', '.join(map(str, IRESNET_LAYERS))}")
+    blocks = tuple(IRESNET_LAYERS[depth] if blocks is None else blocks)
+    widths = tuple(STAGE_CHANNELS if widths is None else widths)
+    if len(blocks) != 4 or len(widths) != 4 or min(blocks) < 1 or min(widths) < 1:
+        raise ValueError(f"IResNet needs 4 stages of >= 1 block and >= 1 channel, got blocks {blocks}, widths {widths}")
     inputs = keras.Input(shape=input_shape, name="image")
-    x = _conv3x3(inputs, 64, 1, "conv1")
+    x = _conv3x3(inputs, widths[0], 1, "conv1")
     x = _bn("bn1", bn_epsilon, bn_momentum)(x)
     x = _prelu("prelu")(x)
-    for stage, (blocks, filters) in enumerate(zip(IRESNET_LAYERS[depth], STAGE_CHANNELS), start=1):
-        for block in range(blocks):
+    for stage, (count, filters) in enumerate(zip(blocks, widths), start=1):
+        for block in range(count):
             x = ibasic_block(x, filters, 2 if block == 0 else 1, f"layer{stage}_{block}",
                              bn_epsilon, bn_momentum)
     return keras.Model(inputs, x, name=name or f"iresnet{depth}")

@@ -46,20 +46,24 @@ class KerasTeacher(Teacher):
     kind = "keras"
     graph_compatible = True
 
-    def __init__(self, path, preprocess: Preprocess | None = None, devices=None, threads=None):
+    def __init__(self, path, preprocess: Preprocess | None = None, devices=None, threads=None,
+                 build=None, sha256: str | None = None):
         """``devices``: replicas to spread each batch over (default: every visible GPU when
-        there are several — tf.distribute.MirroredStrategy; else the default device)."""
+        there are several — tf.distribute.MirroredStrategy; else the default device).
+        ``build``: a function returning the Keras model (e.g. converted from ``path``), called
+        under the replicas' scope instead of loading ``path``; ``sha256``: ``path``'s hash."""
         import tensorflow as tf
 
         if devices is None:
             gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
             devices = gpus if len(gpus) > 1 else None
         self.strategy = tf.distribute.MirroredStrategy(devices) if devices and len(devices) > 1 else None
+        build = build or (lambda: load_keras_model(path))
         if self.strategy is not None:
             with self.strategy.scope():
-                self.model = load_keras_model(path)
+                self.model = build()
         else:
-            self.model = load_keras_model(path)
+            self.model = build()
         self.raw = takes_uint8(path)
         if self.raw:
             preprocess = raw_pixels(str(path), preprocess, why="its serving signature takes uint8")
@@ -68,7 +72,7 @@ class KerasTeacher(Teacher):
         probe = self._forward(self._model_input(tf.zeros((1, 112, 112, 3), tf.uint8)))
         if len(probe.shape) != 2:
             raise TeacherError(f"{path}: teacher output must be [batch, dim], got shape {tuple(probe.shape)}")
-        super().__init__(str(path), sha256_path(path), preprocess, int(probe.shape[-1]))
+        super().__init__(str(path), sha256 or sha256_path(path), preprocess, int(probe.shape[-1]))
         # one trace for every batch size (a new trace of a big teacher costs seconds)
         self._embed = tf.function(self._embed_graph,
                                   input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])

@@ -1,4 +1,5 @@
-"""``distill convert rec2folder`` (RecordIO → folders) and ``distill convert folders2list``."""
+"""``distill convert rec2folder`` (RecordIO → folders), ``distill convert folders2list`` and
+``distill convert pth2keras`` (arcface_torch ``backbone.pth`` → Keras)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -42,6 +43,20 @@ def folders2list_command(
     merged = f"; merged by name: {', '.join(counts['merged'])}" if counts["merged"] else ""
     typer.echo(f"{out}: {counts['images']} images, {counts['classes']} classes, "
                f"{counts['unlabeled']} unlabelled{merged}")
+
+
+@convert_app.command("pth2keras")
+def pth2keras_command(
+    pth: Path = typer.Argument(..., help="arcface_torch backbone.pth (an IResNet state dict; fp16 or fp32)."),
+    out: Path = typer.Argument(..., help="Keras model file to write (.keras), runnable as --teacher."),
+):
+    """Convert an InsightFace arcface_torch IResNet checkpoint to Keras (no PyTorch needed)."""
+    with user_errors():
+        from teachers.pth_teacher import pth_to_keras
+
+        layout = pth_to_keras(pth, out)
+    typer.echo(f"{out}: IResNet blocks {layout['blocks']}, widths {layout['widths']}, "
+               f"{layout['embedding']}-d embedding; input (pixel - 127.5) / 128 RGB, as every Keras teacher")
 
 
 def register(app: typer.Typer) -> None:

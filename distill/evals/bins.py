@@ -2,7 +2,7 @@
 
 A ``.bin`` file is a pickle of ``(bins, issame_list)``: ``2N`` encoded images (the two images
 of pair ``i`` at ``2i`` and ``2i + 1``) and ``N`` booleans. Pickles can run code, so loading
-uses a bounded, restricted unpickler (:mod:`distill.evals.safe_pickle`).
+uses a bounded, restricted unpickler (:mod:`distill.safe_pickle`).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from distill.data.preprocess import INPUT_SIZE
-from distill.evals.safe_pickle import safe_unpickle
+from distill.safe_pickle import safe_unpickle
 from distill.utils import atomic_write_bytes, remove_temporaries
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
