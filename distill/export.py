@@ -85,6 +85,8 @@ class Serving:
         if len(shape) != 4 or shape[-1] != 3 or None in shape[1:3]:
             raise ExportError(f"model input must be [batch, height, width, 3], got {shape}")
         self.model, self.resize = model, bool(resize)
+        # a model whose input is uint8 normalises pixels itself (a converted MXNet graph)
+        self.raw = str(getattr(model.inputs[0], "dtype", "")) == "uint8"
         self.size = (int(shape[1]), int(shape[2]))
         spec_shape = [None, None, None, 3] if resize else [None, *self.size, 3]
         self.input_signature = [tf.TensorSpec(spec_shape, tf.uint8, name="image")]
@@ -99,6 +101,9 @@ class Serving:
         pixels = tf.cast(image, tf.float32)
         if self.resize:
             pixels = tf.image.resize(pixels, self.size, method="bilinear")
+        if self.raw:
+            pixels = image if not self.resize else tf.cast(tf.clip_by_value(tf.round(pixels), 0, 255), tf.uint8)
+            return self.model(pixels, training=False)
         return self.model(normalize(pixels), training=False)
 
     def _serve(self, image):
@@ -119,7 +124,8 @@ class Serving:
 
     def metadata(self, fmt: str) -> dict:
         return {"format": fmt, "input": "uint8 RGB NHWC", "input_size": list(self.size),
-                "resize_inside": self.resize, "normalization": {"mean": MEAN, "std": STD},
+                "resize_inside": self.resize,
+                "normalization": "the model's own" if self.raw else {"mean": MEAN, "std": STD},
                 "output": "L2-normalised float32 embedding",
                 "embedding_size": int(self.model.output_shape[-1])}
 

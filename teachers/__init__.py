@@ -41,6 +41,18 @@ def _pth_loader(spec, preprocess, threads=None):
     return PthTeacher(spec, preprocess)
 
 
+def _mxnet_loader(spec, preprocess, threads=None):
+    from teachers.mxnet_teacher import MXNetTeacher
+
+    return MXNetTeacher(spec, preprocess)
+
+
+def _is_mxnet(spec: str) -> bool:
+    from teachers.mxnet_teacher import is_mxnet_spec
+
+    return is_mxnet_spec(spec)
+
+
 def _plugin_loader(spec, preprocess, threads=None):
     from teachers.plugin_teacher import PluginTeacher
 
@@ -59,6 +71,7 @@ TEACHER_LOADERS = Registry("teacher kind", error=TeacherError)
 TEACHER_LOADERS.register("onnx", _onnx_loader, accepts=lambda spec: Path(spec).suffix.lower() == ".onnx")
 TEACHER_LOADERS.register("tflite", _tflite_loader, accepts=lambda spec: Path(spec).suffix.lower() == ".tflite")
 TEACHER_LOADERS.register("pth", _pth_loader, accepts=lambda spec: Path(spec).suffix.lower() in (".pth", ".pt"))
+TEACHER_LOADERS.register("mxnet", _mxnet_loader, accepts=_is_mxnet)
 TEACHER_LOADERS.register("plugin", _plugin_loader, accepts=_is_plugin)
 TEACHER_LOADERS.register("keras", _keras_loader, accepts=_is_keras)
 
@@ -84,7 +97,8 @@ def load_teacher(spec, preprocess: Preprocess | None = None, threads: int | None
     if not Path(spec).exists():
         raise TeacherError(f"{spec}: model file does not exist")
     raise TeacherError(f"{spec}: not a model file this project can run (known kinds: "
-                       f"{', '.join(TEACHER_LOADERS)}: .keras/.h5/SavedModel, .onnx, .tflite, .pth, module:function)")
+                       f"{', '.join(TEACHER_LOADERS)}: .keras/.h5/SavedModel, .onnx, .tflite, .pth, "
+                       "PREFIX-symbol.json/PREFIX-EPOCH.params, module:function)")
 
 
 __all__ = ["Preprocess", "Teacher", "TeacherError", "load_teacher", "register_loader", "teacher_kind",

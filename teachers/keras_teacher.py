@@ -27,14 +27,16 @@ def load_keras_model(path):
         raise TeacherError(f"{path}: not a loadable Keras model ({first[:200]})") from None
 
 
-def takes_uint8(path) -> bool:
-    """Whether a SavedModel's ``serving_default`` signature takes uint8 images (as the models
-    written by ``distill export`` do: normalisation inside)."""
+def takes_uint8(path, model=None) -> bool:
+    """Whether the model takes uint8 images (normalisation inside): a SavedModel's
+    ``serving_default`` signature (as ``distill export`` writes them), or a Keras model's input
+    dtype (as ``distill convert mxnet2keras`` writes a graph that normalises raw pixels)."""
     import tensorflow as tf
 
     path = Path(path)
     if not path.is_dir():
-        return False
+        inputs = getattr(model, "inputs", None) or []
+        return len(inputs) == 1 and str(getattr(inputs[0], "dtype", "")) == "uint8"
     signature = tf.saved_model.load(str(path)).signatures.get("serving_default")
     specs = list(signature.structured_input_signature[1].values()) if signature is not None else []
     return len(specs) == 1 and specs[0].dtype == tf.uint8
@@ -64,9 +66,9 @@ class KerasTeacher(Teacher):
                 self.model = build()
         else:
             self.model = build()
-        self.raw = takes_uint8(path)
+        self.raw = takes_uint8(path, self.model)
         if self.raw:
-            preprocess = raw_pixels(str(path), preprocess, why="its serving signature takes uint8")
+            preprocess = raw_pixels(str(path), preprocess, why="its input is uint8: it normalises pixels itself")
         preprocess = preprocess or Preprocess()
         self.preprocess = preprocess
         probe = self._forward(self._model_input(tf.zeros((1, 112, 112, 3), tf.uint8)))

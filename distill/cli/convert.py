@@ -1,14 +1,16 @@
-"""``distill convert rec2folder`` (RecordIO → folders), ``distill convert folders2list`` and
-``distill convert pth2keras`` (arcface_torch ``backbone.pth`` → Keras)."""
+"""``distill convert rec2folder`` (RecordIO → folders), ``convert folders2list``,
+``convert pth2keras`` (arcface_torch ``backbone.pth`` → Keras) and ``convert mxnet2keras``
+(an MXNet checkpoint → Keras)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 from distill.cli.common import user_errors
 
-convert_app = typer.Typer(help="Convert datasets between formats.", no_args_is_help=True)
+convert_app = typer.Typer(help="Convert datasets and models between formats.", no_args_is_help=True)
 
 
 @convert_app.command("rec2folder")
@@ -57,6 +59,22 @@ def pth2keras_command(
         layout = pth_to_keras(pth, out)
     typer.echo(f"{out}: IResNet blocks {layout['blocks']}, widths {layout['widths']}, "
                f"{layout['embedding']}-d embedding; input (pixel - 127.5) / 128 RGB, as every Keras teacher")
+
+
+@convert_app.command("mxnet2keras")
+def mxnet2keras_command(
+    spec: str = typer.Argument(..., help="MXNet checkpoint: PREFIX-symbol.json or PREFIX-EPOCH.params (the partner file is found beside it), optionally PATH#NODE."),
+    out: Path = typer.Argument(..., help="The .keras file to write (atomically)."),
+    output: Optional[str] = typer.Option(None, "--output", help="Output node (default: fc1, InsightFace's embedding; NODE or NODE_output)."),
+):
+    """Convert an MXNet (InsightFace) checkpoint to Keras, without MXNet."""
+    with user_errors():
+        from teachers.mxnet_teacher import mxnet_to_keras
+
+        done = mxnet_to_keras(spec, out, output)
+    contract = "raw uint8 RGB pixels (the graph normalises them)" if done["raw_pixels"] else "(pixel - 127.5) / 128 RGB"
+    typer.echo(f"{out}: {done['symbol'].name} + {done['params'].name} up to node {done['output']!r}, "
+               f"{done['layers']} layers, {done['embedding_dim']}-d; input: {contract}")
 
 
 def register(app: typer.Typer) -> None:

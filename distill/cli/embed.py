@@ -10,7 +10,7 @@ from distill.cli.common import user_errors
 
 
 def embed_command(
-    teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher model: .keras/.h5 file, SavedModel folder, .onnx, .tflite, or a plugin package.module:function."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher model: .keras/.h5 file, SavedModel folder, .onnx, .tflite, an MXNet checkpoint PREFIX-symbol.json or PREFIX-EPOCH.params (optionally #NODE), or a plugin package.module:function."),
     data: Optional[Path] = typer.Option(None, "--data", help="Training images: a class-per-folder tree, a CSV/TSV file list, or an InsightFace train.rec folder."),
     out: Optional[Path] = typer.Option(None, "--out", help="Store folder to create (or resume): manifest.json + shard-NNNNN.h5."),
     recipe: Optional[Path] = typer.Option(None, "--recipe", help="YAML file with any of these settings (command-line options override it), e.g. recipes/embed_r100.yaml."),

@@ -11,7 +11,7 @@ from distill.cli.common import check_writable, describe_os_error, fail, user_err
 
 
 def eval_command(
-    model: List[str] = typer.Option(..., "--model", "-m", help="Embedding model: .keras/.h5/SavedModel, .onnx, .tflite, or a plugin package.module:function (as for --teacher); repeat for several."),
+    model: List[str] = typer.Option(..., "--model", "-m", help="Embedding model: .keras/.h5/SavedModel, .onnx, .tflite, MXNet PREFIX-EPOCH.params[#NODE], or a plugin package.module:function (as for --teacher); repeat for several."),
     bin_: Optional[List[Path]] = typer.Option(None, "--bin", "-b", help="InsightFace .bin verification set; repeat for several."),
     pairs: Optional[Path] = typer.Option(None, "--pairs", help="LFW-style pairs.txt (needs --images)."),
     images: Optional[Path] = typer.Option(None, "--images", help="Image folder for --pairs: DIR/name/name_0001.jpg."),
