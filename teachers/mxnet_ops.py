@@ -125,11 +125,20 @@ def leaky_relu(node):
     return _set(layer, x, [alpha.reshape((1, 1, channels) if shared else (channels,))])
 
 
-@op("elemwise_add", "_Plus", "_plus", "_add")
+@op("elemwise_add", "_Plus", "_plus", "_add", "broadcast_add", "broadcast_plus")
 def add(node):
+    """Sum of two tensors (broadcasting, e.g. a 1×1 map onto a feature map)."""
     import keras
 
     return keras.layers.Add(name=node.layer_name())([node.input(0), node.input(1)])
+
+
+@op("elemwise_mul", "_Mul", "_mul", "broadcast_mul")
+def multiply(node):
+    """Product of two tensors (broadcasting: squeeze-and-excitation gates)."""
+    import keras
+
+    return keras.layers.Multiply(name=node.layer_name())([node.input(0), node.input(1)])
 
 
 def _pool_pads(node, size, kernel, stride, pad, full):

@@ -50,6 +50,8 @@ class MXNetCheckpoint:
         several epochs beside a symbol file."""
         path, node = split_spec(spec)
         output = output or node
+        if not is_mxnet_spec(path):
+            raise TeacherError(f"{path}: not an MXNet checkpoint (name PREFIX-symbol.json or PREFIX-EPOCH.params)")
         if not path.is_file():
             raise TeacherError(f"{path}: model file does not exist")
         if path.name.lower().endswith(SYMBOL_SUFFIX):

@@ -109,21 +109,27 @@ def synthetic(folder: Path, rng):
     x = batchnorm("bn0", x, 8, fix_gamma=False, eps=2e-5)
     arr("arg:prelu0_gamma", 8, 0.2)
     x = s.op("LeakyReLU", "prelu0", [x], ["gamma"], act_type="prelu")
-    arr("arg:dw_weight", (8, 1, 3, 3), 0.5)
+    arr("arg:dw_weight", (16, 1, 3, 3), 0.5)                    # depthwise, multiplier 2
     x = s.op("Convolution", "dw", [x], ["weight"], kernel="(3, 3)", stride="(2, 2)", pad="(1, 1)",
-             num_filter=8, num_group=8, no_bias=True)
-    x = batchnorm("bn1", x, 8)                                   # fix_gamma defaults to True, eps to 1e-3
+             num_filter=16, num_group=8, no_bias=True)
+    x = batchnorm("bn1", x, 16)                                  # fix_gamma defaults to True, eps to 1e-3
     a = s.op("LeakyReLU", "leaky1", [x], slope=0.1)
-    arr("arg:gconv_weight", (8, 4, 1, 1), 0.5)
-    g = s.op("Convolution", "gconv", [a], ["weight"], kernel=(1, 1), num_filter=8, num_group=2, no_bias="True")
+    arr("arg:gconv_weight", (16, 8, 1, 1), 0.3)
+    g = s.op("Convolution", "gconv", [a], ["weight"], kernel=(1, 1), num_filter=16, num_group=2, no_bias="True")
     x = s.op("elemwise_add", "add", [a, g])
     x = s.op("Pooling", "pool_max", [x], kernel=(3, 3), stride=(2, 2), pad=(1, 1), pool_type="max")
     x = s.op("Pooling", "pool_full", [x], kernel=(3, 3), stride=(2, 2), pool_type="max", pooling_convention="full")
     x = s.op("Activation", "tanh", [x], act_type="tanh")
     x = s.op("Pooling", "pool_avg", [x], kernel=(3, 3), stride=(2, 2), pad=(1, 1), pool_type="avg")
-    arr("arg:dil_weight", (6, 8, 3, 3), 0.4)
+    arr("arg:dil_weight", (6, 16, 3, 3), 0.3)
     arr("arg:dil_bias", 6, 0.1)
     x = s.op("Convolution", "dil", [x], ["weight", "bias"], kernel=(3, 3), dilate=(2, 2), pad=(2, 2), num_filter=6)
+    e = s.op("Pooling", "se_pool", [x], global_pool=True, pool_type="avg", kernel=(7, 7))
+    arr("arg:se_weight", (6, 6, 1, 1), 0.5)
+    arr("arg:se_bias", 6, 0.1)
+    e = s.op("Activation", "se_gate", [s.op("Convolution", "se", [e], ["weight", "bias"], kernel=(1, 1), num_filter=6)],
+             act_type="sigmoid")
+    x = s.op("broadcast_mul", "se_mul", [x, e])                  # squeeze-and-excitation
     s.op("Pooling", "gpool", [x], global_pool=True, pool_type="avg", kernel=(1, 1))   # a side branch
     x = s.op("Flatten", "flat", [x])
     x = s.op("Dropout", "drop", [x], p=0.4)
@@ -150,6 +156,7 @@ def reference(images, p, output="fc1"):
     x = a + conv(a, p["arg:gconv_weight"], groups=2)
     x = np.tanh(pool(pool(x, 3, 2, 1, "max"), 3, 2, 0, "max", full=True))
     x = conv(pool(x, 3, 2, 1, "avg"), p["arg:dil_weight"], p["arg:dil_bias"], pad=2, dilate=2)
+    x = x / (1 + np.exp(-conv(x.mean(axis=(2, 3), keepdims=True), p["arg:se_weight"], p["arg:se_bias"])))
     if output == "gpool":
         return x.mean(axis=(2, 3))
     x = x.reshape(len(x), -1) @ p["arg:fc_weight"].T + p["arg:fc_bias"]
@@ -244,16 +251,23 @@ def test_float_input_graph_takes_the_project_preprocessing(tmp_path, orl_faces):
 def test_bad_checkpoints_fail_in_one_line(tiny, tmp_path, cli):
     from teachers import TeacherError, load_teacher
     from teachers.mxnet_params import read_params
+    from teachers.mxnet_teacher import MXNetCheckpoint
 
     folder, symbol, params = tiny
     data = (folder / "tiny-0007.params").read_bytes()
     (tmp_path / "cut-0000.params").write_bytes(data[:900])
-    with pytest.raises(TeacherError, match=r"^cut-0000\.params: truncated: array \d+ of 21 needs \d+ bytes, \d+ left$"):
+    with pytest.raises(TeacherError, match=r"^cut-0000\.params: truncated: array \d+ of 23 needs \d+ bytes, \d+ left$"):
         read_params(tmp_path / "cut-0000.params")
     (tmp_path / "h5-0000.params").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)) * 4)
     with pytest.raises(TeacherError, match=r"^h5-0000\.params: not an MXNet \.params file \(list magic"):
         read_params(tmp_path / "h5-0000.params")
 
+    code, _, stderr = cli("convert", "mxnet2keras", tmp_path / "h5-0000.params", tmp_path / "x.keras")
+    assert code != 0 and error_lines(stderr) == [f"error: {tmp_path / 'h5-0000.params'}: no symbol file "
+                                                 "h5-symbol.json beside it (MXNet checkpoints are "
+                                                 "PREFIX-symbol.json + PREFIX-EPOCH.params)"]
+    with pytest.raises(TeacherError, match=r"model\.onnx: not an MXNet checkpoint"):
+        MXNetCheckpoint.find(tmp_path / "model.onnx")
     with pytest.raises(TeacherError, match=r"lone-0000\.params: no symbol file lone-symbol\.json beside it"):
         load_teacher(_touch(tmp_path / "lone-0000.params"))
     with pytest.raises(TeacherError, match=r"solo-symbol\.json: no parameter file solo-EPOCH\.params beside it"):
