@@ -133,6 +133,15 @@ def test_ekd_refuses_bad_parameters(bad, message):
         losses.get("ekd", **bad)
 
 
+def test_recipe_refuses_a_bad_ekd_setting_before_any_work():
+    from distill.train.recipe import RecipeError, load_recipe
+
+    data = {"data": {"train": "x"}, "terms": {"ekd": {"name": "ekd", "top_k": 0}}, "stages": [{"epochs": 1}]}
+    with pytest.raises(RecipeError, match=r"^recipe: terms.ekd.top_k = 0 in stage 0 is out of range \(must be > 0\)$"):
+        load_recipe(data=data)
+    assert losses.spec("ekd").defaults["fprs"] == (0.1, 0.01, 0.001, 0.0001, 1e-05, 1e-06)
+
+
 MIRRORED = textwrap.dedent('''
     import json
     import numpy as np, tensorflow as tf

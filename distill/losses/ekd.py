@@ -14,7 +14,7 @@ and ≥ 0, negative when they differ and both are ≥ 0 (unlabelled samples form
    T = 0.01 (the exponent clipped to ±50 as in the code).
 3. Critical pairs: every positive pair, and the ``top_k`` negative pairs with the highest
    *student* similarity (the student's false accepts; the teacher's similarity of the same
-   pairs is its target).
+   pairs is its target; a tie at the k-th value takes every tied pair).
 4. ``L = w_pos · mean_pos (c_s − c_t)² + w_neg · mean_topk (c_s − c_t)²`` (MSE of the rank
    counts), w_pos = 0.02, w_neg = 0.01, term weight 1 in the official training.
 
@@ -55,7 +55,8 @@ class EvaluationOrientedKD(Loss):
         super().__init__(fprs=list(fprs), temperature=temperature, momentum=momentum, top_k=top_k,
                          positive_weight=positive_weight, negative_weight=negative_weight)
         self.fprs, self.temperature, self.momentum = fprs, float(temperature), float(momentum)
-        self.top_k, self.positive_weight, self.negative_weight = top_k, float(positive_weight), float(negative_weight)
+        self.top_k = top_k
+        self.positive_weight, self.negative_weight = float(positive_weight), float(negative_weight)
         self.student_thresholds = self.teacher_thresholds = None
 
     def build(self, **_) -> None:

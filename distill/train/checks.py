@@ -31,8 +31,8 @@ RANGES = [
     ("schedule.factor", lambda v: v > 0, "> 0"),
 ]
 #: loss parameters that must be positive / non-negative wherever a term sets them
-POSITIVE_PARAMS = ("scale", "temperature", "m1")
-NON_NEGATIVE_PARAMS = ("margin", "m2", "m3", "label_smoothing", "alpha")
+POSITIVE_PARAMS = ("scale", "temperature", "m1", "top_k")
+NON_NEGATIVE_PARAMS = ("margin", "m2", "m3", "label_smoothing", "alpha", "positive_weight", "negative_weight")
 
 
 def _value(recipe: Recipe, path: str):
