@@ -15,7 +15,7 @@ EXPECTED = {
                        "cosface", "sphereface", "sphere_arc", "cm1", "cm2", "adacos",
                        "curricularface", "magface", "adaface"],
     "metric": ["triplet_batch_hard", "triplet_batch_all", "triplet_semihard", "center"],
-    "distillation": ["l2", "cosine", "kl", "rkd_distance", "rkd_angle", "similarity", "ekd"],
+    "distillation": ["l2", "cosine", "kl", "rkd_distance", "rkd_angle", "similarity", "critical_rank_kl", "ekd"],
 }
 
 

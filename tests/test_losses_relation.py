@@ -59,7 +59,7 @@ def similarity_reference(s, t):
     return ((gs - gt) ** 2).sum(axis=1) / len(s)
 
 
-def ekd_reference(s, t, fraction, temperature):
+def critical_rank_kl_reference(s, t, fraction, temperature):
     s, t = unit(s), unit(t)
     b = len(s)
     ss, st = s @ s.T, t @ t.T
@@ -88,7 +88,8 @@ CASES = {
     "rkd_distance": (rkd_distance_reference, {}),
     "rkd_angle": (rkd_angle_reference, {}),
     "similarity": (similarity_reference, {}),
-    "ekd": (lambda s, t: ekd_reference(s, t, 0.3, 0.5), {"critical_fraction": 0.3, "temperature": 0.5}),
+    "critical_rank_kl": (lambda s, t: critical_rank_kl_reference(s, t, 0.3, 0.5),
+                         {"critical_fraction": 0.3, "temperature": 0.5}),
 }
 
 

@@ -250,7 +250,7 @@ def test_unlabelled_samples_reach_only_the_distillation_term(conditioned_store, 
 
     with pytest.raises(TrainingError, match="metric terms .* need every sample labelled"):
         distill.train(recipe(conditioned_store, triplet={"weight": 1.0},
-                                    train={"batch_size": 10, "images_per_identity": 5}), run_dir=tmp_path / "t", progress=False)
+                                    train={"batch_size": 10}, data={"images_per_identity": 5}), run_dir=tmp_path / "t", progress=False)
 
 
 def test_distillation_alone_builds_no_classifier(conditioned_store, tmp_path, cli):

@@ -46,7 +46,9 @@ CASES = [  # (key path = value, the message's start after "error: RECIPE: ")
     ("loss.scale=0", "loss.scale = 0 in stage 0 is out of range (must be > 0)"),
     ("stages.0.epochs=0", "stages.0.epochs is required and must be ≥ 1"),
     ("train.batch_size=0", "train.batch_size must be ≥ 1, got 0"),
-    ("triplet.weight=1", "train.batch_size 8 must be a multiple of train.images_per_identity 3"),
+    ("triplet.weight=1", "train.batch_size 8 must be a multiple of data.images_per_identity 3"),
+    ("data.sampler=balanced", "data.sampler: unknown sampler 'balanced'"),
+    ("train.images_per_identity=4", "train.images_per_identity is now data.images_per_identity"),
     ("train.best_by=lfw", "train.best_by 'lfw' is not an evaluation set; data.eval gives: (none)"),
     ("data.train=/no/such/folder", "data.train: /no/such/folder does not exist"),
     ("data.eval=[/no/lfw.bin]", "data.eval.0: /no/lfw.bin does not exist"),
@@ -58,7 +60,7 @@ CASES = [  # (key path = value, the message's start after "error: RECIPE: ")
 def recipe_file(tmp_path, override):
     base = yaml.safe_load(yaml.safe_dump(BASE))
     if override.startswith("triplet"):
-        base["train"]["images_per_identity"] = 3
+        base.setdefault("data", {})["images_per_identity"] = 3
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(base))
     return path

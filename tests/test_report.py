@@ -141,7 +141,7 @@ def test_run_status_cli(tmp_path, cli):
 # ---------------------------------------------------------------------------- plots
 STAGED = ["stages.0.epochs=2", "stages.0.lr=0.1", "stages.0.loss.name=softmax",
           "stages.1.epochs=2", "stages.1.lr=0.01", "stages.1.loss.name=arcface", "stages.1.scale=64",
-          "stages.2.epochs=2", "stages.2.lr=0.001", "stages.2.triplet_weight=1", "train.images_per_identity=3"]
+          "stages.2.epochs=2", "stages.2.lr=0.001", "stages.2.triplet_weight=1", "data.images_per_identity=3"]
 
 
 def test_curve_data_matches_history_with_named_stage_boundaries(tmp_path):

@@ -63,5 +63,5 @@ def test_balanced_batches_hold_n_identities_times_k():
         assert len(classes) == 3 and set(counts) == {4}
     again = balanced_order(ids, labels, batch_size=12, per_identity=4, seed=0, epoch=1)
     np.testing.assert_array_equal(order, again)                        # a function of (seed, epoch)
-    with pytest.raises(ValueError, match="not a multiple"):
+    with pytest.raises(ValueError, match="must be a multiple"):
         balanced_order(ids, labels, batch_size=10, per_identity=4, seed=0, epoch=0)

@@ -98,7 +98,7 @@ def test_three_stage_softmax_arcface_triplet(orl_setup, tmp_path):
         {"epochs": 1, "lr": 0.01, "triplet_weight": 1.0},
     ]
     result = train(recipe(orl_setup, stages=stages, distill={"weight": 0.0},
-                          train={"batch_size": 20, "images_per_identity": 5}),
+                          train={"batch_size": 20}, data={"images_per_identity": 5}),
                    tmp_path / "run", progress=False)
     history = result.history
     assert [h["stage"] for h in history] == [0, 1, 2]

@@ -4,7 +4,8 @@ Kinds and call signatures (every loss returns per-sample float32 losses [B]):
 
 - ``classification``: ``loss(labels, cosine, norms=None)``; ``loss.needs_norms``
 - ``metric``: ``loss(labels, embeddings)``
-- ``distillation``: ``loss(student, teacher)``
+- ``distillation``: ``loss(student, teacher)``; ``loss(student, teacher, labels)`` when
+  ``loss.needs_labels`` (pair terms such as ``ekd``; label −1 forms no pairs)
 
 This module imports no TensorFlow; a loss's module is imported by :func:`get`.
 """
@@ -117,9 +118,12 @@ register("rkd_angle", "distillation", "relation:RKDAngle",
 register("similarity", "distillation", "relation:SimilarityPreserving",
          "squared distance of the row-normalised batch Gram matrices / B²",
          "SP, Tung & Mori ICCV 2019, arXiv:1907.09682")
-register("ekd", "distillation", "relation:EvaluationRank",
-         "listwise rank loss on the pairs either model accepts at a low false-accept rate",
-         "in the spirit of EKD, Huang et al. CVPR 2022, arXiv:2206.02325")
+register("critical_rank_kl", "distillation", "relation:CriticalRankKL",
+         "listwise KL rank loss on the pairs either model accepts at a low false-accept rate",
+         "our variant inspired by EKD (not the published rule; that is `ekd`)")
+register("ekd", "distillation", "ekd:EvaluationOrientedKD",
+         "MSE of smooth rank counts vs EMA FPR thresholds on positive and top-k hard negative pairs",
+         "EKD, Huang et al. CVPR 2022, arXiv:2206.02325; Tencent/TFace recognition/tasks/ekd")
 
 
 def _spec(name: str) -> LossSpec:

@@ -53,6 +53,15 @@ def replica_concat(x) -> tf.Tensor:
     return x if context is None or context.num_replicas_in_sync == 1 else context.all_gather(x, axis=0)
 
 
+def replica_rows(batch) -> tf.Tensor:
+    """Indices of this replica's ``batch`` rows in :func:`replica_concat`'s order."""
+    context = _replica_context()
+    rows = tf.range(batch)
+    if context is None or context.num_replicas_in_sync == 1:
+        return rows
+    return rows + tf.cast(context.replica_id_in_sync_group, rows.dtype) * batch
+
+
 def state_variable(value, name: str) -> tf.Variable:
     """Non-trainable loss state. Every replica computes the same update from globally
     reduced statistics, so the first replica's write is the value (ONLY_FIRST_REPLICA)."""
@@ -67,6 +76,7 @@ class Loss:
 
     kind = "classification"
     needs_norms = False
+    needs_labels = False    # distillation terms: True → called as loss(student, teacher, labels)
 
     def __init__(self, **params):
         self.params = dict(params)

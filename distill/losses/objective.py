@@ -4,7 +4,8 @@
 says what it reads: ``classification`` (labels and classifier cosines), ``metric`` (labels and
 embeddings) or ``distillation`` (student and stored teacher embeddings). Unlabelled samples
 (label −1) count only in distillation terms; classification and metric terms average over the
-labelled samples of the batch. Adding a term is a registration in :mod:`distill.losses` plus a
+labelled samples of the batch. A distillation loss with ``needs_labels`` (pair-based, e.g.
+``ekd``) is called ``loss(student, teacher, labels)`` with −1 for unlabelled samples. Adding a term is a registration in :mod:`distill.losses` plus a
 recipe line (``terms: {rkd: {name: rkd_distance, weight: 1}}``), not a change here.
 """
 from __future__ import annotations
@@ -128,7 +129,8 @@ class Objective:
             elif term.kind == "metric":
                 out[term.label] = _mean(term.loss(safe_labels, embeddings), labelled)
             else:
-                out[term.label] = _mean(term.loss(embeddings, teacher_embeddings), everyone)
+                extra = (labels,) if getattr(term.loss, "needs_labels", False) else ()
+                out[term.label] = _mean(term.loss(embeddings, teacher_embeddings, *extra), everyone)
         return out
 
     def total(self, values: dict) -> tf.Tensor:

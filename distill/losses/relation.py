@@ -10,8 +10,8 @@ Each returns per-sample values [B] whose mean is the term (the sample's row of r
   (Huber loss on mean-normalised pairwise distances; on angles of sample triplets).
 - ``similarity``: Tung & Mori, "Similarity-Preserving Knowledge Distillation", ICCV 2019
   (row-normalised Gram matrices, squared Frobenius distance / B²).
-- ``ekd``: an evaluation-oriented rank term in the spirit of EKD (Huang et al., "Evaluation-
-  oriented Knowledge Distillation for Deep Face Recognition", CVPR 2022): only the *critical*
+- ``critical_rank_kl`` (called ``ekd`` until the published EKD arrived as ``ekd``,
+  :mod:`distill.losses.ekd`): a variant inspired by EKD, not its rule: only the *critical*
   pairs — those the teacher or the student would accept at a low false-accept rate, i.e. the
   top ``critical_fraction`` of each model's batch similarities — are compared, by a listwise
   rank loss per anchor: KL(softmax(T/τ) ‖ softmax(S/τ)) over its critical pairs.
@@ -110,14 +110,14 @@ class SimilarityPreserving(RelationLoss):
         return tf.reduce_sum(tf.square(gram_s - gram_t), axis=1) / batch
 
 
-class EvaluationRank(RelationLoss):
-    """EKD-style listwise rank loss on the critical pairs (see the module docstring)."""
+class CriticalRankKL(RelationLoss):
+    """Listwise rank loss on the critical pairs (see the module docstring)."""
 
     def __init__(self, critical_fraction: float = 0.1, temperature: float = 0.05):
         if not 0 < critical_fraction <= 1:
-            raise ValueError(f"ekd critical_fraction must be in (0, 1], got {critical_fraction}")
+            raise ValueError(f"critical_rank_kl critical_fraction must be in (0, 1], got {critical_fraction}")
         if temperature <= 0:
-            raise ValueError(f"ekd temperature must be > 0, got {temperature}")
+            raise ValueError(f"critical_rank_kl temperature must be > 0, got {temperature}")
         super().__init__(critical_fraction=critical_fraction, temperature=temperature)
         self.critical_fraction = float(critical_fraction)
         self.temperature = float(temperature)

@@ -26,13 +26,13 @@ RANGES = [
     ("train.eval_batch_size", lambda v: v >= 1, "≥ 1"),
     ("train.eval_every_epochs", lambda v: v >= 1, "≥ 1"),
     ("train.eval_every_steps", lambda v: v >= 0, "≥ 0"),
-    ("train.images_per_identity", lambda v: v >= 2, "≥ 2"),
+    ("data.images_per_identity", lambda v: v >= 2, "≥ 2"),
     ("schedule.warmup_steps", lambda v: v >= 0, "≥ 0"),
     ("schedule.factor", lambda v: v > 0, "> 0"),
 ]
 #: loss parameters that must be positive / non-negative wherever a term sets them
-POSITIVE_PARAMS = ("scale", "temperature", "m1")
-NON_NEGATIVE_PARAMS = ("margin", "m2", "m3", "label_smoothing", "alpha")
+POSITIVE_PARAMS = ("scale", "temperature", "m1", "top_k")
+NON_NEGATIVE_PARAMS = ("margin", "m2", "m3", "label_smoothing", "alpha", "positive_weight", "negative_weight")
 
 
 def _value(recipe: Recipe, path: str):
@@ -46,7 +46,7 @@ def _names(recipe: Recipe, where: str) -> None:
     from distill.models.backbones import BACKBONES
     from distill.models.heads import OUTPUT_LAYERS
     from distill.train.optim import OPTIMIZERS
-    from distill.train.pipeline import AUGMENTATIONS
+    from distill.train.pipeline import AUGMENTATIONS, SAMPLERS
     from distill.train.schedules import SCHEDULES
     from distill.train.step import STRATEGIES
 
@@ -57,6 +57,8 @@ def _names(recipe: Recipe, where: str) -> None:
         name = _value(recipe, path)
         if name not in registry:
             raise RecipeError(f"{where}: {registry.unknown(name, path)}")
+    if recipe.data.sampler != "auto" and recipe.data.sampler not in SAMPLERS:
+        raise RecipeError(f"{where}: {SAMPLERS.unknown(recipe.data.sampler, 'data.sampler')} (or auto)")
     if recipe.model.alpha is not None and "alpha" not in BACKBONES.parameters(recipe.model.backbone):
         raise RecipeError(f"{where}: model.alpha: backbone '{recipe.model.backbone}' has no width "
                           "multiplier; remove model.alpha")
@@ -69,7 +71,7 @@ def _ranges(recipe: Recipe, where: str) -> None:
         value = _value(recipe, path)
         if not test(value):
             raise RecipeError(f"{where}: {path} must be {must}, got {value!r}")
-    from distill.train.stages import resolve_stages
+    from distill.train.stages import resolve_stages, sampler_of
 
     for stage in resolve_stages(recipe):
         if not stage.lr > 0:
@@ -83,9 +85,10 @@ def _ranges(recipe: Recipe, where: str) -> None:
                         "distill", "triplet", "center") else f"terms.{label}"
                     raise RecipeError(f"{where}: {section}.{key} = {value} in stage {stage.index} is out "
                                       f"of range (must be {'> 0' if key in POSITIVE_PARAMS else '≥ 0'})")
-        if stage.weight("triplet") and recipe.train.batch_size % recipe.train.images_per_identity:
+        k = recipe.data.images_per_identity
+        if sampler_of(recipe, stage) == "identity_balanced" and recipe.train.batch_size % k:
             raise RecipeError(f"{where}: train.batch_size {recipe.train.batch_size} must be a multiple of "
-                              f"train.images_per_identity {recipe.train.images_per_identity} (triplet batches)")
+                              f"data.images_per_identity {k} (identity_balanced batches, stage {stage.index})")
 
 
 def _best_by(recipe: Recipe, where: str) -> None:

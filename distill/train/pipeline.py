@@ -110,61 +110,83 @@ class TeacherTargets:
         return self
 
 
-def epoch_order(sample_ids: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+#: name → order(sample_ids, labels, batch_size, per_identity, seed, epoch) → sample ids of one epoch
+SAMPLERS = Registry("sampler", skip=("sample_ids", "labels", "batch_size", "per_identity", "seed", "epoch"))
+
+
+@SAMPLERS.register("shuffle")
+def epoch_order(sample_ids: np.ndarray, labels=None, batch_size: int = 0, per_identity: int = 0,
+                seed: int = 0, epoch: int = 0) -> np.ndarray:
     """The shuffled sample order of one epoch: a function of (seed, epoch) only."""
     rng = np.random.default_rng([seed, epoch])
     return sample_ids[rng.permutation(len(sample_ids))]
 
 
+@SAMPLERS.register("identity_balanced")
 def balanced_order(sample_ids: np.ndarray, labels: np.ndarray, batch_size: int, per_identity: int,
                    seed: int, epoch: int) -> np.ndarray:
-    """An epoch order whose consecutive ``batch_size`` chunks hold ``batch_size // K``
-    distinct identities × ``K`` images each (classes with fewer than K images are
-    sampled with replacement), for triplet and other metric losses."""
-    if batch_size % per_identity:
-        raise ValueError(f"batch size {batch_size} is not a multiple of images per identity {per_identity}")
+    """P×K batches: consecutive ``batch_size`` chunks hold P = ``batch_size // K`` distinct
+    identities × K = ``per_identity`` images, a function of (seed, epoch).
+
+    Unlabelled samples (label < 0) are left out. Each identity's n images, shuffled and
+    repeated cyclically, fill ⌈n/K⌉ groups of K (an identity with fewer than K images repeats
+    them; otherwise every image appears once or, topping up the last group, twice). Each batch
+    takes the P identities with the most groups left (ties random), which uses every group
+    whenever no identity holds more than 1/P of them; the rest (fewer than P groups, or a
+    dominant identity's excess) waits for a later epoch. Batches are then shuffled."""
+    import heapq
+
+    if per_identity < 1 or batch_size % per_identity:
+        raise ValueError(f"train.batch_size {batch_size} must be a multiple of data.images_per_identity "
+                         f"{per_identity}")
     rng = np.random.default_rng([seed, epoch, 1])
-    by_class: dict[int, list] = {}
-    for sample_id in sample_ids:
-        by_class.setdefault(int(labels[sample_id]), []).append(int(sample_id))
-    groups = {}
-    for label, members in by_class.items():
-        members = rng.permutation(members)
-        if len(members) < per_identity:
-            members = rng.choice(members, per_identity, replace=True)
-        usable = len(members) // per_identity * per_identity
-        groups[label] = [members[i:i + per_identity] for i in range(0, usable, per_identity)]
+    sample_ids = np.asarray(sample_ids, dtype=np.int64)
+    labelled = sample_ids[np.asarray(labels)[sample_ids] >= 0]
+    classes, inverse = np.unique(np.asarray(labels)[labelled], return_inverse=True)
     per_batch = batch_size // per_identity
-    if len(groups) < per_batch:
-        raise ValueError(f"{len(groups)} identities, fewer than the {per_batch} a batch needs")
-    order = []
-    for _ in range(len(sample_ids) // batch_size):
-        classes = np.array([c for c, g in groups.items() if g])
-        if len(classes) < per_batch:
-            break
-        weights = np.array([len(groups[c]) for c in classes], dtype=np.float64)
-        for label in rng.choice(classes, per_batch, replace=False, p=weights / weights.sum()):
-            order.extend(groups[int(label)].pop())
-    return np.asarray(order, dtype=np.int64)
+    if len(classes) < per_batch:
+        raise ValueError(f"data.sampler identity_balanced: {len(classes)} labelled identities, fewer than "
+                         f"the {per_batch} a batch needs (train.batch_size / data.images_per_identity)")
+    groups = []
+    for index in range(len(classes)):
+        members = rng.permutation(labelled[inverse == index])
+        count = -(-len(members) // per_identity)
+        groups.append(list(np.resize(members, count * per_identity).reshape(count, per_identity)))
+    heap = [(-len(g), rng.random(), c) for c, g in enumerate(groups)]
+    heapq.heapify(heap)
+    batches = []
+    while len(heap) >= per_batch:
+        chosen = [heapq.heappop(heap) for _ in range(per_batch)]
+        batches.append(np.concatenate([groups[c].pop() for _, _, c in chosen]))
+        for left, _, c in chosen:
+            if left + 1 < 0:
+                heapq.heappush(heap, (left + 1, rng.random(), c))
+    if not batches:
+        return np.zeros(0, np.int64)
+    return np.concatenate([batches[i] for i in rng.permutation(len(batches))]).astype(np.int64)
 
 
-def sample_order(sample_ids, labels, batch_size: int, per_identity: int, seed: int, epoch: int):
-    """The order of one epoch: identity-balanced with ``per_identity`` > 0, else shuffled."""
-    if per_identity:
-        return balanced_order(sample_ids, labels, batch_size, per_identity, seed, epoch)
-    return epoch_order(sample_ids, seed, epoch)
+def sample_order(sample_ids, labels, batch_size: int, per_identity: int, seed: int, epoch: int,
+                 sampler: str | None = None):
+    """The order of one epoch from ``sampler`` (:data:`SAMPLERS`); without one, identity-balanced
+    when ``per_identity`` > 0, else shuffled."""
+    if sampler is None:
+        sampler = "identity_balanced" if per_identity else "shuffle"
+    return SAMPLERS.builder(sampler, "data.sampler")(sample_ids, labels, batch_size, per_identity, seed, epoch)
 
 
 def training_dataset(source, sample_ids: np.ndarray, batch_size: int, seed: int, epoch: int,
                      augment: str = "flip", targets: TeacherTargets | None = None,
-                     num_parallel_calls: int = -1, per_identity: int = 0, labels=None, share=None):
+                     num_parallel_calls: int = -1, per_identity: int = 0, labels=None, share=None,
+                     sampler: str | None = None):
     """One epoch of batches ``{"image", "label", "sample_id", "flipped"[, "teacher"]}``.
 
     ``image`` is normalised float32 (``preprocess.normalize``); incomplete last batches are
     dropped so every step has the same shape. ``labels`` (by sample_id; −1 = unlabelled)
     replaces ``source.labels``, e.g. after rare classes were unlabelled for training.
     ``share`` (:class:`distill.train.distributed.ReplicaShare`) keeps this worker's part of
-    every global batch, batched per replica.
+    every global batch, batched per replica. ``sampler``: a :data:`SAMPLERS` name (see
+    :func:`sample_order`).
     """
     import tensorflow as tf
 
@@ -172,7 +194,7 @@ def training_dataset(source, sample_ids: np.ndarray, batch_size: int, seed: int,
     parallel = input_parallelism(num_parallel_calls or -1)
     sample_ids = np.asarray(sample_ids, dtype=np.int64)
     labels = np.asarray(source.labels if labels is None else labels, dtype=np.int64)
-    order = sample_order(sample_ids, labels, batch_size, per_identity, seed, epoch)
+    order = sample_order(sample_ids, labels, batch_size, per_identity, seed, epoch, sampler)
     if share is not None:
         order, batch_size = share(order, batch_size)
     labels = tf.constant(labels, dtype=tf.int64)

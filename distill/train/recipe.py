@@ -20,6 +20,10 @@ class RecipeError(ValueError):
     """An invalid recipe; the message names the file, the key and what is wrong."""
 
 
+#: keys that moved: old path → new path (refused with the new name)
+MOVED = {"train.images_per_identity": "data.images_per_identity"}
+
+
 @dataclass
 class DataConfig:
     train: str = ""                 # class folders, file list, or RecordIO set
@@ -31,6 +35,8 @@ class DataConfig:
     num_parallel_reads: int = -1    # decode threads; -1: AUTOTUNE with a GPU, cores/4 on CPU
     skip_bad: bool = False          # leave out (and record in RUN/skipped.json) unreadable images
     targets: str = "auto"           # teacher targets: memory, pread, mmap, auto (distill.train.targets)
+    sampler: str = "auto"           # batch order: shuffle, identity_balanced (P×K), auto (P×K with triplet)
+    images_per_identity: int = 4    # K of identity_balanced batches (P = train.batch_size / K)
 
 
 @dataclass
@@ -94,7 +100,6 @@ class TrainConfig:
     devices: list = field(default_factory=list)  # replicas for mirrored ([]: every GPU)
     sync_bn: bool = True            # BN statistics over the global batch when replicated
     mixed_precision: bool = False   # student in float16 compute; classifier and losses float32
-    images_per_identity: int = 4    # K of balanced N×K batches, used when a triplet term is on
     gradient_stats: bool = True     # log each term's gradient norm and cosine vs classification
     deterministic: bool = True      # same weights on every run and after resume (see step.py)
 
@@ -310,6 +315,8 @@ def _build(cls, raw, where: str, place: str):
     hints = typing.get_type_hints(cls)
     names = [f.name for f in fields(cls)]
     for key in raw:
+        if _join(place, key) in MOVED:
+            raise RecipeError(f"{where}: {_join(place, key)} is now {MOVED[_join(place, key)]}; rename it")
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f"; did you mean '{_join(place, close[0])}'?" if close else f"; valid keys: {', '.join(names)}"

@@ -89,6 +89,14 @@ def resolve_stages(recipe) -> list[ResolvedStage]:
     return resolved
 
 
+def sampler_of(recipe, stage: ResolvedStage) -> str:
+    """``data.sampler`` in ``stage``: ``auto`` is identity_balanced where a triplet term is on
+    (batch-hard mining needs positives), shuffle elsewhere."""
+    if recipe.data.sampler != "auto":
+        return recipe.data.sampler
+    return "identity_balanced" if stage.weight("triplet") else "shuffle"
+
+
 def stage_of_epoch(stages: list[ResolvedStage], epoch: int) -> ResolvedStage:
     for stage in stages:
         if stage.first_epoch <= epoch < stage.end_epoch:

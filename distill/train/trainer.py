@@ -11,6 +11,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from distill.train.checkpoints import (check_arrays, copy_state, load_state, res
                                       save_checkpoint)
 from distill.train.recipe import Recipe, load_recipe, save_recipe
 from distill.train.run_dir import RunDir
-from distill.train.stages import ResolvedStage, resolve_stages, stage_of_epoch
+from distill.train.stages import ResolvedStage, resolve_stages, sampler_of, stage_of_epoch
 from distill.utils import atomic_write_json, set_seed
 from distill.train.step import reproducible_graphs
 
@@ -306,17 +307,17 @@ class Trainer:
 
         recipe = self.recipe
         ids = self.sample_ids if stage.uses_teacher and recipe.data.use_unlabeled else self.labelled_ids
-        per_identity = recipe.train.images_per_identity if stage.weight("triplet") else 0
+        sampler, per_identity = sampler_of(recipe, stage), recipe.data.images_per_identity
         dataset = distribute_dataset(self.strategy, lambda share: training_dataset(
             self.source, ids, recipe.train.batch_size, recipe.seed, epoch, recipe.data.augment,
             self.targets if stage.uses_teacher else None, recipe.data.num_parallel_reads,
-            per_identity, labels=self.labels, share=share))
-        steps = len(ids) // recipe.train.batch_size
+            per_identity, labels=self.labels, share=share, sampler=sampler))
+        order = partial(sample_order, ids, self.labels, recipe.train.batch_size, per_identity, recipe.seed,
+                        epoch, sampler)
+        steps = len(order()) // recipe.train.batch_size
         sums: dict[str, float] = {}
         started = time.time()
-        batches = named_input_errors(dataset, self.source, lambda: sample_order(
-            ids, self.labels, recipe.train.batch_size, per_identity, recipe.seed, epoch),
-            recipe.train.batch_size, self.targets)
+        batches = named_input_errors(dataset, self.source, order, recipe.train.batch_size, self.targets)
         bar = tqdm(batches, total=steps, desc=f"epoch {epoch + 1}/{recipe.total_epochs}",
                    disable=not self.progress, leave=False, unit="step")
         step_evals, index = [], -1

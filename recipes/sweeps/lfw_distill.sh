@@ -46,7 +46,7 @@ run_one "$RUNS/teacher_own" "$RECIPES/teacher_mobilenet.yaml" "${COMMON[@]}"
 # --- students ---------------------------------------------------------------------------
 # Relation terms are weighted so that their gradient on the embeddings at the start equals
 # the L2 term's at weight 7 (measured on this data: L2 0.0233, RKD distance 0.00017,
-# similarity 0.00051, EKD 0.369 per unit weight; classification 0.198), i.e. a fair contest.
+# similarity 0.00051, critical_rank_kl (then named ekd) 0.369 per unit weight; classification 0.198), i.e. a fair contest.
 DLIB=(--set "data.store=$STORES/dlib")
 for seed in ${SEEDS:-0 1 2}; do
     run_one "$RUNS/plain_s$seed" "$RECIPES/student.yaml" "${COMMON[@]}" --set "seed=$seed"
@@ -61,8 +61,9 @@ if [[ -z ${ONLY_HEADLINE:-} ]]; then       # one seed each: what each ingredient
         --set distill.weight=0 --set terms.rkd.name=rkd_distance --set terms.rkd.weight=960
     run_one "$RUNS/dlib_sp" "$RECIPES/student_dlib.yaml" "${COMMON[@]}" "${DLIB[@]}" \
         --set distill.weight=0 --set terms.sp.name=similarity --set terms.sp.weight=320
-    run_one "$RUNS/dlib_ekd" "$RECIPES/student_dlib.yaml" "${COMMON[@]}" "${DLIB[@]}" \
-        --set distill.weight=0 --set terms.ekd.name=ekd --set terms.ekd.weight=0.44
+    run_one "$RUNS/dlib_critical_rank_kl" "$RECIPES/student_dlib.yaml" "${COMMON[@]}" "${DLIB[@]}" \
+        --set distill.weight=0 --set terms.crkl.name=critical_rank_kl --set terms.crkl.weight=0.44
+    run_one "$RUNS/dlib_ekd_published" "$RECIPES/student_dlib_ekd.yaml" "${COMMON[@]}" "${DLIB[@]}"
     run_one "$RUNS/dlib_distill_only" "$RECIPES/student_dlib.yaml" "${COMMON[@]}" "${DLIB[@]}" --set loss.weight=0
     run_one "$RUNS/own_l2_w7" "$RECIPES/student_dlib.yaml" "${COMMON[@]}" --set "data.store=$STORES/own"
 fi
