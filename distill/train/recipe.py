@@ -13,11 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from distill.train.checks import RecipeError, check_recipe
 from distill.utils import read_yaml_mapping
-
-
-class RecipeError(ValueError):
-    """An invalid recipe; the message names the file, the key and what is wrong."""
 
 
 @dataclass
@@ -149,8 +146,6 @@ def recipe_from_dict(raw: dict, where: str = "recipe") -> Recipe:
     if recipe.data.targets not in TARGET_MODES:
         raise RecipeError(f"{where}: data.targets must be one of {', '.join(TARGET_MODES)}, "
                           f"got {recipe.data.targets!r}")
-    from distill.train.checks import check_recipe
-
     return check_recipe(recipe, where)
 
 
