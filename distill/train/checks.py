@@ -151,7 +151,13 @@ def preflight(recipe, where: str = "recipe") -> list[str]:
     lines = [yaml.safe_dump(recipe.to_dict(), sort_keys=False).rstrip(), "",
              f"model: {cfg.backbone} → {cfg.output_layer} {cfg.embedding_size}-d, "
              f"{model.count_params():,} parameters"]
-    for stage in resolve_stages(recipe):
+    stages = resolve_stages(recipe)
+    if any(stage.uses_teacher for stage in stages):
+        from distill.store.manifest import Manifest
+        from distill.train.stages import projection_notes
+
+        lines += projection_notes(stages, cfg.embedding_size, Manifest.load(recipe.data.store).embedding_dim)
+    for stage in stages:
         terms = []
         for label, config in stage.term_configs().items():
             weight = stage.weight(label)

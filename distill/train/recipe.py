@@ -15,6 +15,7 @@ import yaml
 
 from distill.train.checks import RecipeError, check_recipe
 from distill.utils import read_yaml_mapping
+from distill.yaml_files import DuplicateKeyError, load_yaml
 
 
 @dataclass
@@ -266,7 +267,10 @@ def _apply_override(raw: dict, item: str, where: str) -> None:
     if "=" not in item:
         raise RecipeError(f"--set {item!r}: expected key=value")
     key, text = item.split("=", 1)
-    value = yaml.safe_load(text) if text.strip() else None
+    try:
+        value = load_yaml(text, key.strip()) if text.strip() else None
+    except DuplicateKeyError as exc:
+        raise RecipeError(f"--set {item}: {exc}") from None
     parts = key.strip().split(".")
     node = raw
     for depth, part in enumerate(parts[:-1]):
