@@ -120,7 +120,7 @@ def read_yaml_mapping(path, error, what: str) -> dict:
     (a key given twice included: :mod:`distill.yaml_files`)."""
     import yaml
 
-    from distill.yaml_files import DuplicateKeyError, load_yaml
+    from distill.yaml_files import DuplicateKeyError, load_yaml, yaml_problem
 
     path = Path(path)
     if not path.is_file():
@@ -130,7 +130,7 @@ def read_yaml_mapping(path, error, what: str) -> dict:
     except DuplicateKeyError as exc:
         raise error(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
-        raise error(f"{path}: not valid YAML ({exc})") from None
+        raise error(f"{path}: not valid YAML ({yaml_problem(exc)})") from None
     if not isinstance(raw, dict):
         raise error(f"{path}: the {what} must be a mapping of keys, got {type(raw).__name__}")
     return raw

@@ -71,6 +71,16 @@ def test_duplicate_recipe_key_is_refused_naming_file_key_and_lines(tmp_path, cli
     assert found[0].startswith(f"error: {path}: key '{key}' is given twice (lines {lines[0]} and {lines[1]})"), found
 
 
+def test_invalid_yaml_says_what_and_where_in_one_line(tmp_path, cli):
+    path = tmp_path / "r.yaml"
+    path.write_text("data: {train: a}\nmodel: [\n")
+    code, out, err = cli("train", "--recipe", path, "--check")
+    found = error_lines(err)
+    assert code == 2 and len(found) == 1, err
+    assert found[0] == (f"error: {path}: not valid YAML (expected the node content, but found '<stream end>' "
+                        "at line 3, column 1)"), found
+
+
 def test_duplicate_key_in_an_extends_base_or_embed_recipe_names_that_file(tmp_path):
     from distill.store.config import load_embed_config
     from distill.store.manifest import StoreError
@@ -84,6 +94,8 @@ def test_duplicate_key_in_an_extends_base_or_embed_recipe_names_that_file(tmp_pa
         load_recipe(top)
     with pytest.raises(RecipeError, match=r"^--set data=.*: key 'data.train' is given twice \(lines 1 and 1\)"):
         load_recipe(None, ["data={train: a, train: b}", "stages=[{epochs: 1}]"])
+    with pytest.raises(RecipeError, match=r"^--set model=\[: not valid YAML \("):
+        load_recipe(None, ["model=[", "stages=[{epochs: 1}]"])
     embed_recipe = tmp_path / "embed.yaml"
     embed_recipe.write_text("batch_size: 64\nflip: true\nbatch_size: 32\n")
     with pytest.raises(StoreError, match=rf"^{embed_recipe}: key 'batch_size' is given twice \(lines 1 and 3\)"):

@@ -15,7 +15,7 @@ import yaml
 
 from distill.train.checks import RecipeError, check_recipe
 from distill.utils import read_yaml_mapping
-from distill.yaml_files import DuplicateKeyError, load_yaml
+from distill.yaml_files import DuplicateKeyError, load_yaml, yaml_problem
 
 
 @dataclass
@@ -271,6 +271,8 @@ def _apply_override(raw: dict, item: str, where: str) -> None:
         value = load_yaml(text, key.strip()) if text.strip() else None
     except DuplicateKeyError as exc:
         raise RecipeError(f"--set {item}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"--set {item}: not valid YAML ({yaml_problem(exc)})") from None
     parts = key.strip().split(".")
     node = raw
     for depth, part in enumerate(parts[:-1]):
