@@ -24,6 +24,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
+from _load import report_load  # bench/ is on sys.path when a bench runs
+
 ORL = Path(__file__).resolve().parents[1] / "distill" / "demo_data" / "orl_faces"
 
 
@@ -119,6 +121,7 @@ def main() -> None:
     parser.add_argument("--aligned", action="store_true", help="112×112 JPEG copies (no resize).")
     parser.add_argument("--repeats", type=int, default=3, help="Alternating bare/pipeline repeats.")
     args = parser.parse_args()
+    report_load()   # load average before and after (bench/_load.py)
 
     import distill.data.recordio  # noqa: F401  (RecordIO sets for --data)
     from distill.data.sources import open_source

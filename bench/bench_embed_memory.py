@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _load import report_load  # bench/ is on sys.path when a bench runs
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -50,6 +52,7 @@ def main() -> None:
     parser.add_argument("--large", type=int, default=20000)
     parser.add_argument("--batch-size", type=int, default=128)
     args = parser.parse_args()
+    report_load()   # load average before and after (bench/_load.py)
 
     from bench_embed import make_images, make_teacher
 

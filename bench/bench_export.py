@@ -22,6 +22,8 @@ import numpy as np
 from distill.export import EXPORTERS, DEFAULT_PARITY_DIR, export_model, format_size
 from distill.report.table import format_table
 
+from _load import report_load  # bench/ is on sys.path when a bench runs
+
 SUFFIX = {"savedmodel": "", "onnx": ".onnx"}
 
 
@@ -90,6 +92,7 @@ def main() -> None:
     parser.add_argument("--resize", action="store_true", help="export with the resize built in")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
+    report_load()   # load average before and after (bench/_load.py)
 
     with tempfile.TemporaryDirectory(prefix="bench_export_") as tmp:
         tmp = Path(tmp)

@@ -12,6 +12,8 @@ import numpy as np
 
 from distill.evals.metrics import kfold_accuracy, pair_distances, verification_metrics
 
+from _load import report_load  # bench/ is on sys.path when a bench runs
+
 
 def loop_kfold_accuracy(dist, issame, n_folds=10, thresholds=np.arange(0, 4, 0.01)):
     """The straightforward InsightFace-style implementation: Python loops over folds and thresholds."""
@@ -46,6 +48,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=6000)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
+    report_load(threads=1)   # load average before and after (bench/_load.py)
     rng = np.random.default_rng(0)
     issame = rng.random(args.pairs) < 0.5
     e1 = rng.normal(size=(args.pairs, 512))

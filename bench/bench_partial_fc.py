@@ -22,6 +22,8 @@ import time
 
 import numpy as np
 
+from _load import report_load  # bench/ is on sys.path when a bench runs
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
@@ -77,6 +79,7 @@ def main() -> None:
     if args.measure:
         print(json.dumps(measure(args.classes, args.dim, args.batch, args.steps, args.measure)))
         return
+    report_load()   # load average before and after (bench/_load.py)
     weights_mb = 4 * args.classes * args.dim / 2**20
     print(f"{args.classes:,} classes × {args.dim}, batch {args.batch}, {args.steps} timed steps, "
           f"{os.cpu_count()} CPU cores; float32 weights W = 4·C·D = {weights_mb:,.0f} MB")

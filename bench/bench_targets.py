@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _load import report_load  # bench/ is on sys.path when a bench runs
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 FINGERPRINT = "synthetic"
 
@@ -140,6 +142,7 @@ def main() -> None:
     if args.measure:
         print(json.dumps(measure(args.measure, args.mode, args.batch, args.batches)))
         return
+    report_load()   # load average before and after (bench/_load.py)
 
     work = Path(tempfile.mkdtemp(prefix="bench_targets_", dir=args.work))
     try:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _load import report_load  # bench/ is on sys.path when a bench runs
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -29,6 +31,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--parallel", type=int, default=-1, help="decode threads (-1: AUTOTUNE)")
     args = parser.parse_args()
+    report_load()   # load average before and after (bench/_load.py)
 
     import keras
 

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _load import report_load  # bench/ is on sys.path when a bench runs
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -177,6 +179,7 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="CPU-test sizes")
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args()
+    report_load()   # load average before and after (bench/_load.py)
     images, batch, steps, arch, alpha, input_images = SIZES["tiny" if args.tiny else "full"]
 
     import tensorflow as tf

@@ -116,16 +116,21 @@ def set_seed(seed: int) -> None:
 
 
 def read_yaml_mapping(path, error, what: str) -> dict:
-    """A YAML file that must hold a mapping; ``error(message)`` names the file and problem."""
+    """A YAML file that must hold a mapping; ``error(message)`` names the file and problem
+    (a key given twice included: :mod:`distill.yaml_files`)."""
     import yaml
+
+    from distill.yaml_files import DuplicateKeyError, load_yaml, yaml_problem
 
     path = Path(path)
     if not path.is_file():
         raise error(f"{path}: {what} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml(path.read_text()) or {}
+    except DuplicateKeyError as exc:
+        raise error(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
-        raise error(f"{path}: not valid YAML ({exc})") from None
+        raise error(f"{path}: not valid YAML ({yaml_problem(exc)})") from None
     if not isinstance(raw, dict):
         raise error(f"{path}: the {what} must be a mapping of keys, got {type(raw).__name__}")
     return raw

@@ -22,5 +22,6 @@ def test_gpu_check_runs_tiny_on_cpu(tmp_path):
     for row in rows:
         value = float(row.split("|")[2].replace(",", ""))
         assert value > 0, row
-    assert "no GPU (CPU only)" in lines[0]
+    assert lines[0].startswith("load before: ") and lines[-1].startswith("load after: ")   # bench/_load.py
+    assert "no GPU (CPU only)" in lines[1]
     assert not list(tmp_path.glob("gpu_check_*"))   # its working folder is removed

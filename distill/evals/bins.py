@@ -26,6 +26,7 @@ class VerificationSet:
     name: str
     images: np.ndarray  # uint8 [2N, H, W, 3]
     issame: np.ndarray  # bool [N]
+    source: str = ""    # the file it was read from (.bin or pairs file), named in errors
 
     def __len__(self) -> int:
         return int(self.issame.size)
@@ -96,7 +97,7 @@ def load_bin(path, image_size=INPUT_SIZE) -> VerificationSet:
         raise ValueError(f"{path}: all {issame.size} pairs are {kind} pairs; a verification set needs "
                          "both kinds (rebuild it with `distill make-bin`)")
     images = decode_images(encoded, tuple(image_size), source=str(path))
-    return VerificationSet(name=path.stem, images=images, issame=issame)
+    return VerificationSet(name=path.stem, images=images, issame=issame, source=str(path))
 
 
 def save_bin(bins, issame, path) -> Path:

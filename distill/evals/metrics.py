@@ -60,10 +60,12 @@ def _check(values, issame, name: str = "distances"):
     return values, issame
 
 
-def fold_ids(n: int, n_folds: int) -> np.ndarray:
-    """Fold index of each of ``n`` items: contiguous folds, the first ``n % n_folds`` one larger."""
+def fold_ids(n: int, n_folds: int, name: str = "pairs") -> np.ndarray:
+    """Fold index of each of ``n`` items: contiguous folds, the first ``n % n_folds`` one larger;
+    ``name`` (the set's file) starts the error when ``n_folds`` does not fit ``n``."""
     if n_folds < 1 or n_folds > n:
-        raise ValueError(f"n_folds must be between 1 and the number of pairs ({n}), got {n_folds}")
+        raise ValueError(f"{name}: {n} pairs cannot be split into {n_folds} folds (n_folds must be between 1 "
+                         f"and the number of pairs); use a set of at least {max(n_folds, 1)} pairs")
     sizes = np.full(n_folds, n // n_folds)
     sizes[: n % n_folds] += 1
     return np.repeat(np.arange(n_folds), sizes)
@@ -84,7 +86,7 @@ def verification_folds(issame, n_folds: int, name: str = "pairs") -> tuple[np.nd
     """``(fold of each pair, layout)``: ``"contiguous"`` folds when each holds both matched and
     mismatched pairs, else ``"stratified"`` (:func:`stratified_fold_ids`) with a warning."""
     issame = np.asarray(issame, dtype=bool)
-    folds = fold_ids(issame.size, n_folds)
+    folds = fold_ids(issame.size, n_folds, name)
     same = np.bincount(folds[issame], minlength=n_folds)
     diff = np.bincount(folds[~issame], minlength=n_folds)
     if n_folds == 1 or (same.min() > 0 and diff.min() > 0):

@@ -115,7 +115,8 @@ def load_pairs_set(pairs_path, images_dir, image_size=INPUT_SIZE, name: str | No
     """A :class:`VerificationSet` from a pairs file (name: ``name`` or the images folder name)."""
     encoded, issame, files = read_pair_images(pairs_path, images_dir)
     images = decode_images(encoded, tuple(image_size), source=str(pairs_path), names=files)
-    return VerificationSet(name=name or Path(images_dir).resolve().name, images=images, issame=issame)
+    return VerificationSet(name=name or Path(images_dir).resolve().name, images=images, issame=issame,
+                           source=str(pairs_path))
 
 
 def pairs_to_bin(pairs_path, images_dir, out_path) -> Path:

@@ -81,11 +81,12 @@ def evaluate_set(embed_fn, vset: VerificationSet, batch_size: int = 128, flip: b
     if vset.images.shape[0] != 2 * vset.issame.size:
         raise ValueError(f"{vset.name}: {vset.images.shape[0]} images for {vset.issame.size} pairs")
     plain, mirrored = embed_with_flip(embed_fn, vset.images, batch_size, flip)
-    noflip = verification_metrics(plain[0::2], plain[1::2], vset.issame, roc=roc and not flip, name=vset.name)
+    where = vset.source or vset.name
+    noflip = verification_metrics(plain[0::2], plain[1::2], vset.issame, roc=roc and not flip, name=where)
     if not flip:
         return {"flip": False, **noflip}
     combined = _l2(plain + mirrored)  # InsightFace: sum of raw embeddings, then L2-normalise
-    flipped = verification_metrics(combined[0::2], combined[1::2], vset.issame, roc=roc, name=vset.name)
+    flipped = verification_metrics(combined[0::2], combined[1::2], vset.issame, roc=roc, name=where)
     result = {"flip": True, **flipped}
     result.update({f"noflip_{k}": v for k, v in noflip.items() if k != "pairs"})
     return result

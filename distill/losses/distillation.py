@@ -18,6 +18,18 @@ from distill.losses.base import Loss, as_float
 log = logging.getLogger(__name__)
 
 
+def projection_note(label: str, params: dict, student_dim: int, teacher_dim: int) -> str | None:
+    """The line announcing the learned projection the distillation term ``label`` (its recipe
+    ``params``) trains, or None when it has none (same dims and not ``always``, or ``never``)."""
+    mode = DistillationLoss.PROJECTIONS.get(params.get("projection", True), "auto")
+    if mode == "never" or (mode == "auto" and int(student_dim) == int(teacher_dim)):
+        return None
+    sign = "=" if int(student_dim) == int(teacher_dim) else "≠"
+    return (f"{label}: teacher {teacher_dim}-d {sign} student {student_dim}-d: a learned linear projection "
+            f"{student_dim}→{teacher_dim} is trained with the student (projection: {mode}, "
+            f"bias {'on' if params.get('bias') else 'off'})")
+
+
 class DistillationLoss(Loss):
     """Base: optional projection of the student; subclasses define ``compare``."""
 

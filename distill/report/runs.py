@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+from distill.utils import read_yaml_mapping
 
 
 class RunError(ValueError):
@@ -93,10 +93,7 @@ def load_run(run_dir) -> Run:
     if not files.is_run():
         raise RunError(f"{path}: no recipe.yaml (not a run directory of `distill train`)")
     try:
-        raw = yaml.safe_load(recipe_path.read_text()) or {}
-        recipe = recipe_from_dict(raw, str(recipe_path))
-    except yaml.YAMLError as exc:
-        raise RunError(f"{recipe_path}: not valid YAML ({exc})") from None
+        recipe = recipe_from_dict(read_yaml_mapping(recipe_path, RunError, "run recipe"), str(recipe_path))
     except RecipeError as exc:
         raise RunError(str(exc)) from None
     try:

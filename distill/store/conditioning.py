@@ -9,7 +9,8 @@ student has to match.
 
 ``fit_conditioning(store, mode)`` computes the transform from every stored embedding of the
 training set (plain and, if stored, flipped), writes ``STORE/conditioning.npz`` and records it
-in the manifest (mode, sample count, SHA-256). :class:`Conditioning` then maps raw teacher
+in the manifest (mode, sample count, SHA-256). :class:`~distill.store.transform.Conditioning`
+(re-exported here) then maps raw teacher
 embeddings ``x`` to ``normalise((x − mean) @ matrix)``; the store's reader applies it wherever
 targets are read (training tables, lookups), so embed and train see one definition.
 
@@ -20,54 +21,16 @@ from __future__ import annotations
 
 import hashlib
 import io
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from distill.store.manifest import Manifest, StoreError
+from distill.store.manifest import LOCK_NAME, Manifest, StoreError
+from distill.store.reader import Store
+from distill.store.transform import FILE_NAME, Conditioning  # noqa: F401  (re-exported)
 from distill.utils import atomic_write_bytes, file_lock
 
-FILE_NAME = "conditioning.npz"
 #: a teacher space whose mean cosine to its mean direction exceeds this is called a cone
 CONE_WARNING = 0.5
-
-
-@dataclass(frozen=True)
-class Conditioning:
-    """``x ↦ normalise((x − mean) @ matrix)``; identity when ``mode == "none"``."""
-
-    mode: str
-    mean: np.ndarray | None = None
-    matrix: np.ndarray | None = None
-
-    @property
-    def is_identity(self) -> bool:
-        return self.mode == "none"
-
-    def apply_numpy(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float32)
-        if self.is_identity:
-            return x
-        y = (x - self.mean.astype(np.float32)) @ self.matrix.astype(np.float32)
-        return y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
-
-    @classmethod
-    def load(cls, store_dir, manifest: Manifest) -> "Conditioning":
-        record = manifest.conditioning or {"mode": "none"}
-        if record["mode"] == "none":
-            return cls("none")
-        path = Path(store_dir) / record.get("file", FILE_NAME)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise StoreError(f"{path}: conditioning recorded in the manifest cannot be read "
-                             f"({exc.strerror}); rerun `distill store condition`") from None
-        if hashlib.sha256(data).hexdigest() != record.get("sha256"):
-            raise StoreError(f"{path}: does not match the SHA-256 in the manifest (changed or "
-                             "damaged); rerun `distill store condition`")
-        with np.load(io.BytesIO(data)) as arrays:
-            return cls(record["mode"], arrays["mean"], arrays["matrix"])
 
 
 def _center(mean, covariance, shrinkage):
@@ -103,8 +66,6 @@ def _moments(store) -> tuple[np.ndarray, np.ndarray, int]:
 
 def fit_conditioning(store_dir, mode: str = "center", shrinkage: float = 0.1) -> Manifest:
     """Fit ``mode`` on the (complete) store and record it; ``none`` removes a conditioning."""
-    from distill.store.reader import Store
-
     if mode not in CONDITIONINGS:
         raise StoreError(f"unknown conditioning {mode!r}; available: {', '.join(CONDITIONINGS)}")
     if shrinkage < 0:
@@ -121,8 +82,6 @@ def fit_conditioning(store_dir, mode: str = "center", shrinkage: float = 0.1) ->
         record = {"mode": mode, "file": FILE_NAME, "samples": count,
                   "sha256": hashlib.sha256(data).hexdigest(),
                   **({"shrinkage": shrinkage} if mode == "whiten" else {})}
-    from distill.store.manifest import LOCK_NAME
-
     with file_lock(store.path / LOCK_NAME):
         manifest = Manifest.load(store.path)
         manifest.conditioning = record

@@ -1,5 +1,6 @@
-"""Trusting a store: the manifest's fields, each shard's SHA-256 (recorded when it is written),
-the rows of a shard (finite, unit norm, right dim) and the images it was made from.
+"""Trusting a store: each shard's SHA-256 (recorded when it is written), the rows of a shard
+(finite, unit norm, right dim) and the images it was made from (the manifest's own fields are
+checked where it is loaded, :func:`distill.store.manifest.manifest_problem`).
 
 Readers check raw rows before any conditioning, so a damaged store is refused where it is
 read, with the shard, the sample_id and the fix, instead of surfacing as a NaN loss.
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.store.manifest import DTYPES, StoreError
+from distill.store.manifest import StoreError
 from distill.utils import first_line
 
 NORM_TOLERANCE = {"float16": 2e-3, "float32": 1e-4}
@@ -121,40 +122,6 @@ def damaged_shards(store_dir, manifest) -> list[str]:
         if entry.get("sha256") and path.is_file() and digest(path.read_bytes()) != entry["sha256"]:
             damaged.append(name)
     return damaged
-
-
-# ----------------------------------------------------------------------------- manifest fields
-def _whole(minimum):
-    return lambda v: not isinstance(v, bool) and isinstance(v, int) and v >= minimum
-
-
-_FIELDS = {   # field → (test, what it must be)
-    "num_samples": (_whole(0), "a whole number ≥ 0"),
-    "num_classes": (_whole(0), "a whole number ≥ 0"),
-    "embedding_dim": (_whole(1), "a whole number ≥ 1"),
-    "shard_size": (_whole(1), "a whole number ≥ 1"),
-    "dtype": (lambda v: v in DTYPES, f"one of {', '.join(DTYPES)}"),
-    "flip": (lambda v: isinstance(v, bool), "true or false"),
-    "class_names": (lambda v: isinstance(v, list), "a list"),
-    "source": (lambda v: isinstance(v, dict) and isinstance(v.get("listing", ""), str), "an object"),
-    "teacher": (lambda v: isinstance(v, dict), "an object"),
-    "input_normalization": (lambda v: isinstance(v, dict), "an object"),
-    "shards": (lambda v: isinstance(v, dict) and all(
-        isinstance(e, dict) and _whole(0)(e.get("first_id")) and _whole(0)(e.get("count"))
-        for e in v.values()), "an object of {first_id, count} entries"),
-    "skipped": (lambda v: isinstance(v, list) and all(
-        isinstance(e, dict) and _whole(0)(e.get("sample_id")) for e in v), "a list of {sample_id, …} entries"),
-    "conditioning": (lambda v: isinstance(v, dict) and isinstance(v.get("mode", "none"), str), "an object"),
-}
-
-
-def manifest_problem(manifest) -> str | None:
-    """The first field of a loaded manifest that has the wrong kind of value, in words."""
-    for name, (test, what) in _FIELDS.items():
-        value = getattr(manifest, name)
-        if not test(value):
-            return f"field '{name}' must be {what}, got {str(value)[:60]!r}"
-    return None
 
 
 # ------------------------------------------------------------------------------ image content

@@ -1,7 +1,8 @@
 """The store manifest: what was embedded, with what, how, and which shards are complete.
 
 ``STORE/manifest.json`` is rewritten atomically (temp file + rename) after every shard;
-``STORE/listing.tsv`` holds the dataset listing (``path<TAB>label`` by sample_id).
+``STORE/listing.tsv`` holds the dataset listing (``path<TAB>label`` by sample_id). A loaded
+manifest whose fields have the wrong kind of value is refused (:func:`manifest_problem`).
 """
 from __future__ import annotations
 
@@ -99,10 +100,41 @@ class Manifest:
             manifest = cls(**data)
         except TypeError as exc:
             raise StoreError(f"{path}: incomplete manifest ({exc})") from None
-        from distill.store.integrity import manifest_problem
-
         problem = manifest_problem(manifest)
         if problem:
             raise StoreError(f"{path}: damaged manifest ({problem}); restore it, or rebuild the store "
                              "with the same `distill embed` command plus --overwrite")
         return manifest
+
+
+def _whole(minimum):
+    return lambda v: not isinstance(v, bool) and isinstance(v, int) and v >= minimum
+
+
+_FIELDS = {   # field → (test, what it must be)
+    "num_samples": (_whole(0), "a whole number ≥ 0"),
+    "num_classes": (_whole(0), "a whole number ≥ 0"),
+    "embedding_dim": (_whole(1), "a whole number ≥ 1"),
+    "shard_size": (_whole(1), "a whole number ≥ 1"),
+    "dtype": (lambda v: v in DTYPES, f"one of {', '.join(DTYPES)}"),
+    "flip": (lambda v: isinstance(v, bool), "true or false"),
+    "class_names": (lambda v: isinstance(v, list), "a list"),
+    "source": (lambda v: isinstance(v, dict) and isinstance(v.get("listing", ""), str), "an object"),
+    "teacher": (lambda v: isinstance(v, dict), "an object"),
+    "input_normalization": (lambda v: isinstance(v, dict), "an object"),
+    "shards": (lambda v: isinstance(v, dict) and all(
+        isinstance(e, dict) and _whole(0)(e.get("first_id")) and _whole(0)(e.get("count"))
+        for e in v.values()), "an object of {first_id, count} entries"),
+    "skipped": (lambda v: isinstance(v, list) and all(
+        isinstance(e, dict) and _whole(0)(e.get("sample_id")) for e in v), "a list of {sample_id, …} entries"),
+    "conditioning": (lambda v: isinstance(v, dict) and isinstance(v.get("mode", "none"), str), "an object"),
+}
+
+
+def manifest_problem(manifest) -> str | None:
+    """The first field of a loaded manifest that has the wrong kind of value, in words."""
+    for name, (test, what) in _FIELDS.items():
+        value = getattr(manifest, name)
+        if not test(value):
+            return f"field '{name}' must be {what}, got {str(value)[:60]!r}"
+    return None

@@ -5,7 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
+from distill.store.integrity import read_shard
 from distill.store.manifest import Manifest, StoreError, shard_name
+from distill.store.transform import Conditioning
 
 
 class Store:
@@ -36,8 +38,6 @@ class Store:
     def conditioning(self):
         """The teacher-space conditioning recorded in the manifest (identity if none)."""
         if not hasattr(self, "_conditioning"):
-            from distill.store.conditioning import Conditioning
-
             self._conditioning = Conditioning.load(self.path, self.manifest)
         return self._conditioning
 
@@ -45,8 +45,6 @@ class Store:
         """Yield a dict of arrays per complete shard, in sample_id order; embedding fields
         pass through the store's conditioning unless ``conditioned=False``. Each shard is
         checked first (SHA-256, raw rows: :func:`distill.store.integrity.read_shard`)."""
-        from distill.store.integrity import read_shard
-
         for path in self.shard_paths():
             arrays = read_shard(path, fields, self.manifest)
             if conditioned and not self.conditioning.is_identity:
@@ -73,8 +71,6 @@ class Store:
 
     def lookup(self, sample_ids, field: str = "embedding", dtype=np.float32) -> np.ndarray:
         """Embeddings of the given sample_ids (read shard by shard; no full table in memory)."""
-        from distill.store.integrity import read_shard
-
         sample_ids = np.asarray(sample_ids, dtype=np.int64)
         result = np.zeros((len(sample_ids), self.manifest.embedding_dim), dtype=dtype)
         shards = sample_ids // self.manifest.shard_size

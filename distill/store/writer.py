@@ -171,11 +171,20 @@ def _remove_stale_temporaries(out: Path, index: int) -> None:
     remove_temporaries(out, f".{shard_name(index)}.")
 
 
-def _l2_normalize(x: np.ndarray) -> np.ndarray:
+def _l2_normalize(x, teacher, source, sample_ids, mirrored: bool = False) -> np.ndarray:
+    """Unit rows of the teacher's output for ``sample_ids``; a NaN/inf or all-zero row stops the
+    run, naming the teacher and the first such sample of the batch."""
     x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    if not np.all(np.isfinite(x)) or np.any(norms == 0):
-        raise StoreError("teacher produced a zero or non-finite embedding")
+    finite = np.isfinite(x).all(axis=1)
+    norms = np.linalg.norm(np.where(finite[:, None], x, 0.0), axis=1, keepdims=True)
+    bad = ~finite | (norms[:, 0] == 0)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        sample_id = int(sample_ids[row])
+        raise StoreError(f"teacher {teacher.source}: {'all-zero' if finite[row] else 'NaN or inf'} embedding "
+                         f"for {source.describe(sample_id)} (sample_id {sample_id}{', mirrored' if mirrored else ''}; "
+                         f"{int(bad.sum())} of {len(x)} rows of this batch); check the teacher's weights and "
+                         "its input preprocessing (--mean/--std/--bgr)")
     return x / norms
 
 
@@ -204,15 +213,16 @@ def _run(source, teacher, ids, manifest, writer, batch_size, flip, skip_bad, pro
                                  else batch[:, :, ::-1]) if flip else None
         return plain, mirrored
 
-    def as_numpy(result):
-        return _l2_normalize(result.numpy() if hasattr(result, "numpy") else result)
+    def as_numpy(result, sample_ids, mirrored=False):
+        values = result.numpy() if hasattr(result, "numpy") else result
+        return _l2_normalize(values, teacher, source, sample_ids, mirrored)
 
     buffers: dict[int, _ShardBuffer] = {}
     bar = tqdm(total=len(ids), desc="embed", unit="img", disable=not progress, leave=False)
 
     def finish(sample_ids, results):
-        embeddings = as_numpy(results[0])
-        flipped = as_numpy(results[1]) if flip else None
+        embeddings = as_numpy(results[0], sample_ids)
+        flipped = as_numpy(results[1], sample_ids, mirrored=True) if flip else None
         shards = sample_ids // manifest.shard_size
         for k in np.unique(shards):
             rows = shards == k

@@ -3,13 +3,19 @@
 :func:`check_recipe` runs when a recipe is loaded (nothing heavy is imported: registries
 read builder signatures from source). :func:`check_files` runs when training is about to
 start (``distill train`` and ``distill train --check``), not when a saved recipe is read
-back for a report. Every error is one line naming the key path.
+back for a report. Every error is one line naming the key path. :class:`RecipeError` lives
+here, below :mod:`distill.train.recipe` (which raises it too and re-exports it), so the two
+modules depend one way: recipe → checks. ``recipe`` arguments are
+:class:`distill.train.recipe.Recipe` objects.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from distill.train.recipe import Recipe, RecipeError
+
+class RecipeError(ValueError):
+    """An invalid recipe; the message names the file, the key and what is wrong."""
+
 
 #: (key path, test, what it must be) for numbers outside the term sections
 RANGES = [
@@ -35,14 +41,14 @@ POSITIVE_PARAMS = ("scale", "temperature", "m1", "top_k")
 NON_NEGATIVE_PARAMS = ("margin", "m2", "m3", "label_smoothing", "alpha", "positive_weight", "negative_weight")
 
 
-def _value(recipe: Recipe, path: str):
+def _value(recipe, path: str):
     node = recipe
     for part in path.split("."):
         node = getattr(node, part)
     return node
 
 
-def _names(recipe: Recipe, where: str) -> None:
+def _names(recipe, where: str) -> None:
     from distill.models.backbones import BACKBONES
     from distill.models.heads import OUTPUT_LAYERS
     from distill.train.optim import OPTIMIZERS
@@ -66,7 +72,7 @@ def _names(recipe: Recipe, where: str) -> None:
         raise RecipeError(f"{where}: model.activation must be relu or prelu, got {recipe.model.activation!r}")
 
 
-def _ranges(recipe: Recipe, where: str) -> None:
+def _ranges(recipe, where: str) -> None:
     for path, test, must in RANGES:
         value = _value(recipe, path)
         if not test(value):
@@ -91,7 +97,7 @@ def _ranges(recipe: Recipe, where: str) -> None:
                               f"data.images_per_identity {k} (identity_balanced batches, stage {stage.index})")
 
 
-def _best_by(recipe: Recipe, where: str) -> None:
+def _best_by(recipe, where: str) -> None:
     sets = [Path(p).stem for p in recipe.data.eval]
     if recipe.train.best_by is not None and recipe.train.best_by not in sets:
         from distill.registry import did_you_mean
@@ -101,7 +107,7 @@ def _best_by(recipe: Recipe, where: str) -> None:
                           f"{', '.join(sets) or '(none)'}")
 
 
-def check_recipe(recipe: Recipe, where: str = "recipe") -> Recipe:
+def check_recipe(recipe, where: str = "recipe"):
     """Names, ranges and ``best_by``; see the module docstring."""
     _names(recipe, where)
     _ranges(recipe, where)
@@ -109,7 +115,7 @@ def check_recipe(recipe: Recipe, where: str = "recipe") -> Recipe:
     return recipe
 
 
-def check_files(recipe: Recipe, where: str = "recipe") -> None:
+def check_files(recipe, where: str = "recipe") -> None:
     """The files a run will read exist: training data, the store (when a stage distils),
     the evaluation sets."""
     from distill.train.stages import resolve_stages
@@ -129,7 +135,7 @@ def check_files(recipe: Recipe, where: str = "recipe") -> None:
             raise RecipeError(f"{where}: data.eval.{index}: {path} does not exist")
 
 
-def preflight(recipe: Recipe, where: str = "recipe") -> list[str]:
+def preflight(recipe, where: str = "recipe") -> list[str]:
     """What ``distill train --check`` prints: the checks passed, the model's parameter count and
     each stage's objective (terms and weights), without reading data or teacher tables."""
     import yaml
@@ -148,7 +154,13 @@ def preflight(recipe: Recipe, where: str = "recipe") -> list[str]:
     lines = [yaml.safe_dump(recipe.to_dict(), sort_keys=False).rstrip(), "",
              f"model: {cfg.backbone} → {cfg.output_layer} {cfg.embedding_size}-d, "
              f"{model.count_params():,} parameters"]
-    for stage in resolve_stages(recipe):
+    stages = resolve_stages(recipe)
+    if any(stage.uses_teacher for stage in stages):
+        from distill.store.manifest import Manifest
+        from distill.train.stages import projection_notes
+
+        lines += projection_notes(stages, cfg.embedding_size, Manifest.load(recipe.data.store).embedding_dim)
+    for stage in stages:
         terms = []
         for label, config in stage.term_configs().items():
             weight = stage.weight(label)

@@ -13,11 +13,9 @@ from pathlib import Path
 
 import yaml
 
+from distill.train.checks import RecipeError, check_recipe
 from distill.utils import read_yaml_mapping
-
-
-class RecipeError(ValueError):
-    """An invalid recipe; the message names the file, the key and what is wrong."""
+from distill.yaml_files import DuplicateKeyError, load_yaml, yaml_problem
 
 
 #: keys that moved: old path → new path (refused with the new name)
@@ -154,8 +152,6 @@ def recipe_from_dict(raw: dict, where: str = "recipe") -> Recipe:
     if recipe.data.targets not in TARGET_MODES:
         raise RecipeError(f"{where}: data.targets must be one of {', '.join(TARGET_MODES)}, "
                           f"got {recipe.data.targets!r}")
-    from distill.train.checks import check_recipe
-
     return check_recipe(recipe, where)
 
 
@@ -276,7 +272,12 @@ def _apply_override(raw: dict, item: str, where: str) -> None:
     if "=" not in item:
         raise RecipeError(f"--set {item!r}: expected key=value")
     key, text = item.split("=", 1)
-    value = yaml.safe_load(text) if text.strip() else None
+    try:
+        value = load_yaml(text, key.strip()) if text.strip() else None
+    except DuplicateKeyError as exc:
+        raise RecipeError(f"--set {item}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"--set {item}: not valid YAML ({yaml_problem(exc)})") from None
     parts = key.strip().split(".")
     node = raw
     for depth, part in enumerate(parts[:-1]):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 SECTIONS = ("distill", "triplet", "center")
+#: the loss of a section that names none
+DEFAULT_LOSSES = {"distill": "l2", "triplet": "triplet_batch_hard", "center": "center"}
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,7 @@ class ResolvedStage:
         """Kinds of the terms with a weight > 0 (classification, metric, distillation)."""
         from distill import losses
 
-        defaults = {"distill": "l2", "triplet": "triplet_batch_hard", "center": "center"}
-        return {losses.spec(config.get("name", defaults.get(label))).kind
+        return {losses.spec(config.get("name", DEFAULT_LOSSES.get(label))).kind
                 for label, config in self.term_configs().items() if self.weight(label) > 0}
 
     @property
@@ -95,6 +96,21 @@ def sampler_of(recipe, stage: ResolvedStage) -> str:
     if recipe.data.sampler != "auto":
         return recipe.data.sampler
     return "identity_balanced" if stage.weight("triplet") else "shuffle"
+
+
+def projection_notes(stages: list[ResolvedStage], student_dim: int, teacher_dim: int) -> list[str]:
+    """One line per distillation term that trains a learned projection (dims differ, or
+    ``projection: always``), for the trainer's log and ``distill train --check``."""
+    from distill import losses
+    from distill.losses.distillation import projection_note
+
+    notes = {}
+    for stage in stages:
+        for label, config in stage.term_configs().items():
+            name = config.get("name", DEFAULT_LOSSES.get(label))
+            if stage.weight(label) > 0 and label not in notes and "projection" in losses.spec(name).defaults:
+                notes[label] = projection_note(label, config, student_dim, teacher_dim)
+    return [note for note in notes.values() if note]
 
 
 def stage_of_epoch(stages: list[ResolvedStage], epoch: int) -> ResolvedStage:

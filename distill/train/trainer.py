@@ -20,7 +20,7 @@ from distill.train.checkpoints import (check_arrays, copy_state, load_state, res
                                       save_checkpoint)
 from distill.train.recipe import Recipe, load_recipe, save_recipe
 from distill.train.run_dir import RunDir
-from distill.train.stages import ResolvedStage, resolve_stages, sampler_of, stage_of_epoch
+from distill.train.stages import ResolvedStage, projection_notes, resolve_stages, sampler_of, stage_of_epoch
 from distill.utils import atomic_write_json, set_seed
 from distill.train.step import reproducible_graphs
 
@@ -168,7 +168,10 @@ class Trainer:
             if uses_teacher:
                 raise TrainingError("a stage has a distillation term with weight > 0 but data.store is not set")
             return None
-        return open_targets(Store(self.recipe.data.store), self.source, self.recipe.data.targets)
+        targets = open_targets(Store(self.recipe.data.store), self.source, self.recipe.data.targets)
+        for note in projection_notes(self.stages, self.recipe.model.embedding_size, targets.dim):
+            log.info("%s", note)
+        return targets
 
     def _load_eval_sets(self):
         from distill.evals.bins import load_bin
