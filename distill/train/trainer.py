@@ -131,7 +131,7 @@ class Trainer:
                 dropout=cfg.dropout, bn_momentum=cfg.bn_momentum, bn_epsilon=cfg.bn_epsilon,
                 activation=cfg.activation, **width)
             self.classifier = None
-            if any(stage.weight("classification") > 0 for stage in self.stages):
+            if any(stage.uses_classifier for stage in self.stages):
                 self.classifier = CosineClassifier(self.num_classes, sub_centers=cfg.sub_centers,
                                                    name="classifier")
                 self.classifier.build((None, cfg.embedding_size))
@@ -165,7 +165,8 @@ class Trainer:
         uses_teacher = any(stage.uses_teacher for stage in self.stages)
         if not self.recipe.data.store:
             if uses_teacher:
-                raise TrainingError("a stage has a distillation term with weight > 0 but data.store is not set")
+                raise TrainingError("a stage has a term that reads the teacher (distillation, adadistill) "
+                                    "with weight > 0 but data.store is not set")
             return None
         return open_targets(Store(self.recipe.data.store), self.source, self.recipe.data.targets)
 
@@ -186,7 +187,7 @@ class Trainer:
         classifier_vars = list(self.classifier.trainable_variables) if self.classifier is not None else []
         return model_vars + classifier_vars + list(objective.trainable_variables)
 
-    def _build_stage(self, stage: ResolvedStage, previous_optimizer=None):
+    def _build_stage(self, stage: ResolvedStage, previous_optimizer=None, previous_objective=None):
         from distill.losses.objective import build_objective
         from distill.train.optim import DECOUPLED, GradientWeightDecay, build_optimizer
 
@@ -206,6 +207,8 @@ class Trainer:
             optimizer.build(variables)
         if previous_optimizer is not None:
             copy_state(previous_optimizer.variables, optimizer.variables)
+        if previous_objective is not None:   # loss state (EMA centres, projections) goes on, as on resume
+            copy_state(previous_objective.variables, objective.variables)
         optimizer.learning_rate.assign(stage.lr)
         wd = 0.0 if opt_cfg.name in DECOUPLED else opt_cfg.weight_decay
         classifier_vars = self.classifier.trainable_variables if self.classifier is not None else []
@@ -247,7 +250,7 @@ class Trainer:
         for epoch in range(start_epoch, end_epoch):
             stage = stage_of_epoch(self.stages, epoch)
             if stage is not current:
-                objective, optimizer, step = self._build_stage(stage, optimizer)
+                objective, optimizer, step = self._build_stage(stage, optimizer, objective)
                 if state is not None and epoch == start_epoch:
                     restore_variables(self.run_dir, self._checkpoint_groups(objective, optimizer))
                     optimizer.learning_rate.assign(stage.lr)
