@@ -19,7 +19,8 @@ the L2-normalised student and teacher embeddings and ``c`` the (unnormalised) ce
 
 Centres start as ``N(0, init_std²)`` (official: ``normal_(std=0.01)``), drawn statelessly from
 ``seed``; they live in one non-trainable state variable [C, D] (checkpointed with the objective),
-receive no gradient, and every replica applies the same update from the gathered batch.
+receive no gradient, and every replica applies the same update from the gathered batch (class
+means by a membership matmul, no atomic sums: deterministic on GPU too).
 Unlabelled samples (label −1) never update a centre. The teacher embedding of a sample is
 ``batch["teacher"]``: with a ``--flip`` store, that of the image as the student saw it
 (flipped or not). Partial FC: ``classes`` selects the scored centre columns; the update still
@@ -98,11 +99,10 @@ class AdaDistill(Loss):
         old = tf.gather(tf.cast(tf.convert_to_tensor(self.centres), teacher.dtype), labels)
         alpha = adaptive_momentum(student, teacher, old)[:, None]
         new = alpha * old + (1.0 - alpha) * teacher
-        classes, index = tf.unique(labels)
-        n = tf.size(classes)
-        summed = tf.math.unsorted_segment_sum(new, index, n)
-        count = tf.math.unsorted_segment_sum(tf.ones_like(new[:, :1]), index, n)
-        self.centres.scatter_update(tf.IndexedSlices(tf.cast(summed / count, tf.float32), classes))
+        classes, _ = tf.unique(labels)
+        members = tf.cast(tf.equal(classes[:, None], labels[None, :]), new.dtype)   # [U, N]
+        mean = tf.matmul(members, new) / tf.reduce_sum(members, axis=1, keepdims=True)
+        self.centres.scatter_update(tf.IndexedSlices(tf.cast(mean, tf.float32), classes))
 
     def __call__(self, labels, cosine, norms=None) -> tf.Tensor:
         """The margin head's per-sample loss on cosines from :meth:`centre_cosines`."""
