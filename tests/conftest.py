@@ -113,3 +113,16 @@ def error_lines(stderr: str) -> list[str]:
     """The ``error:`` lines of a CLI's stderr (a one-line error has exactly one, and no traceback)."""
     assert "Traceback" not in stderr, stderr
     return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def script_report(script: str, timeout: float = 300):
+    """Run a Python ``script`` on CPU in a fresh interpreter (e.g. with logical devices); the
+    JSON after its last ``REPORT `` line."""
+    import json
+
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=env, timeout=timeout)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("REPORT ")]
+    assert result.returncode == 0 and lines, result.stderr[-3000:]
+    return json.loads(lines[-1][len("REPORT "):])

@@ -3,11 +3,9 @@ per-sample losses and state as one device on the whole batch; the objective (wit
 projection) and the classifier run in replica context. Tolerance 1e-4."""
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
+
+from conftest import script_report
 
 SCRIPT = textwrap.dedent('''
     import json, os
@@ -76,12 +74,7 @@ SCRIPT = textwrap.dedent('''
 
 
 def test_stateful_losses_under_mirrored_strategy():
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
-                            env=env, timeout=300)
-    lines = [line for line in result.stdout.splitlines() if line.startswith("REPORT ")]
-    assert result.returncode == 0 and lines, result.stderr[-3000:]
-    report = json.loads(lines[-1][len("REPORT "):])
+    report = script_report(SCRIPT)
     assert len(report["diff"]) == 4 * 2 + 4
     assert all(v < 1e-4 for v in report["diff"].values()), report["diff"]
     assert report["total_finite"]

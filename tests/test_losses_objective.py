@@ -13,7 +13,7 @@ from distill.losses.objective import build_objective
 EXPECTED = {
     "classification": ["softmax", "scale_softmax", "margin_softmax", "combined_margin", "arcface",
                        "cosface", "sphereface", "sphere_arc", "cm1", "cm2", "adacos",
-                       "curricularface", "magface", "adaface"],
+                       "curricularface", "magface", "adaface", "adadistill"],
     "metric": ["triplet_batch_hard", "triplet_batch_all", "triplet_semihard", "center"],
     "distillation": ["l2", "cosine", "kl", "rkd_distance", "rkd_angle", "similarity", "critical_rank_kl", "ekd"],
 }

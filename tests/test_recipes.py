@@ -86,14 +86,17 @@ def _check_objectives(stages, distill_from_store: bool):
     rng = np.random.default_rng(0)
     labels = tf.constant([0, 1, 2, 3, 0, 1, 2, 3])
     embeddings = tf.constant(rng.normal(size=(8, 8)), tf.float32)
-    teacher = tf.math.l2_normalize(tf.constant(rng.normal(size=(8, 16)), tf.float32), axis=1)
     cosine = tf.math.l2_normalize(embeddings, axis=1) @ tf.math.l2_normalize(
         tf.constant(rng.normal(size=(8, 4)), tf.float32), axis=0)
     for stage in stages:
         spec = stage.objective_spec()
-        if spec["distill"]:
+        if spec["distill"] or stage.uses_teacher:
             assert distill_from_store, f"stage {stage.index} distills but data.store is not set"
-        objective = build_objective(**spec, num_classes=4, embedding_dim=8, teacher_dim=16)
+        # teacher-centre terms (adadistill) need the student's dimension; others get a wider one
+        own_centres = any(s.kind == "classification" and "cosine" not in s.reads for s in stage.specs_on())
+        dim = 8 if own_centres else 16
+        teacher = tf.math.l2_normalize(tf.constant(rng.normal(size=(8, dim)), tf.float32), axis=1)
+        objective = build_objective(**spec, num_classes=4, embedding_dim=8, teacher_dim=dim)
         terms = objective(labels, cosine, embeddings, teacher_embeddings=teacher)
         assert all(np.isfinite(float(v)) for v in terms.values()), (stage.index, terms)
 

@@ -7,6 +7,10 @@ Kinds and call signatures (every loss returns per-sample float32 losses [B]):
 - ``distillation``: ``loss(student, teacher)``; ``loss(student, teacher, labels)`` when
   ``loss.needs_labels`` (pair terms such as ``ekd``; label −1 forms no pairs)
 
+What a loss reads besides labels (``LossSpec.reads``) follows its kind (``KIND_READS``) unless
+registered otherwise: ``adadistill`` is a classification loss that scores its own teacher-made
+class centres, so it reads the embeddings and the teacher, not the shared classifier's cosines.
+
 This module imports no TensorFlow; a loss's module is imported by :func:`get`.
 """
 from __future__ import annotations
@@ -16,6 +20,10 @@ from dataclasses import dataclass
 from distill.registry import Registry
 
 KINDS = ("classification", "metric", "distillation")
+#: what a loss of each kind reads besides labels: the shared classifier's cosines, the student
+#: embeddings, the stored teacher embeddings
+KIND_READS = {"classification": ("cosine",), "metric": ("embeddings",),
+              "distillation": ("embeddings", "teacher")}
 #: recipe sections that are objective terms: the kind they must be and their default loss
 NAMED_TERMS = {"classification": ("classification", None), "distill": ("distillation", "l2"),
                "triplet": ("metric", "triplet_batch_hard"), "center": ("metric", "center")}
@@ -35,18 +43,24 @@ class LossSpec:
     defaults: dict
     doc: str = ""
     reference: str = ""
+    reads: tuple = ()
+
+    @property
+    def uses_teacher(self) -> bool:
+        return "teacher" in self.reads
 
     def load(self):
         return LOSSES.builder(self.name)
 
 
-def register(name, kind, factory, doc, reference, preset=None) -> None:
+def register(name, kind, factory, doc, reference, preset=None, reads=None) -> None:
     """Register ``distill.losses.<factory>`` (``"module:attribute"``) as loss ``name``;
-    ``preset`` replaces signature defaults (variants of one builder)."""
+    ``preset`` replaces signature defaults (variants of one builder); ``reads`` what the loss
+    reads (default: its kind's ``KIND_READS``)."""
     if kind not in KINDS:
         raise ValueError(f"unknown loss kind '{kind}'")
     LOSSES.register(name, f"distill.losses.{factory}", preset=preset, kind=kind, doc=doc,
-                    reference=reference)
+                    reference=reference, reads=tuple(reads or KIND_READS[kind]))
 
 
 _INSIGHTFACE = "deepinsight/insightface (combined margin)"
@@ -87,6 +101,11 @@ register("magface", "classification", "adaptive:MagFace",
 register("adaface", "classification", "adaptive:AdaFace",
          "angular and additive margins set by the batch-standardised feature norm",
          "AdaFace, Kim et al. CVPR 2022, arXiv:2204.00964")
+
+register("adadistill", "classification", "adadistill:AdaDistill",
+         "margin loss on EMA teacher class centres with a per-sample adaptive momentum",
+         "AdaDistill, Boutros et al. ECCV 2024, arXiv:2407.01332; fdbtrs/AdaDistill",
+         reads=("embeddings", "teacher"))
 
 register("triplet_batch_hard", "metric", "triplet:BatchHardTriplet",
          "hardest positive vs hardest negative per anchor",
@@ -129,7 +148,8 @@ register("ekd", "distillation", "ekd:EvaluationOrientedKD",
 def _spec(name: str) -> LossSpec:
     entry = LOSSES.entry(name)
     return LossSpec(name, entry.info["kind"], entry.target.removeprefix("distill.losses."),
-                    LOSSES.defaults(name), entry.info["doc"], entry.info["reference"])
+                    LOSSES.defaults(name), entry.info["doc"], entry.info["reference"],
+                    entry.info.get("reads", KIND_READS[entry.info["kind"]]))
 
 
 def available() -> dict[str, LossSpec]:
@@ -152,4 +172,4 @@ def get(name: str, **params):
     return LOSSES.build(name, **params)
 
 
-__all__ = ["KINDS", "LOSSES", "NAMED_TERMS", "LossSpec", "available", "get", "spec", "register"]
+__all__ = ["KINDS", "KIND_READS", "LOSSES", "NAMED_TERMS", "LossSpec", "available", "get", "spec", "register"]

@@ -5,7 +5,10 @@ says what it reads: ``classification`` (labels and classifier cosines), ``metric
 embeddings) or ``distillation`` (student and stored teacher embeddings). Unlabelled samples
 (label −1) count only in distillation terms; classification and metric terms average over the
 labelled samples of the batch. A distillation loss with ``needs_labels`` (pair-based, e.g.
-``ekd``) is called ``loss(student, teacher, labels)`` with −1 for unlabelled samples. Adding a term is a registration in :mod:`distill.losses` plus a
+``ekd``) is called ``loss(student, teacher, labels)`` with −1 for unlabelled samples. A
+classification term that reads the embeddings and the teacher instead of the shared
+classifier's cosines (``adadistill``) scores its own centres (``loss.centre_cosines``) on the
+same Partial FC columns. Adding a term is a registration in :mod:`distill.losses` plus a
 recipe line (``terms: {rkd: {name: rkd_distance, weight: 1}}``), not a change here.
 """
 from __future__ import annotations
@@ -27,10 +30,19 @@ class Term:
     loss: object
     weight: float
     sample_rate: float = 1.0   # classification: Partial FC's share of classes (losses.partial_fc)
+    reads: tuple = ()          # what it reads besides labels (losses.KIND_READS); () = its kind's
+
+    def __post_init__(self):
+        self.reads = tuple(self.reads) or losses.KIND_READS[self.kind]
 
     @property
     def kind(self) -> str:
         return self.loss.kind
+
+    @property
+    def own_centres(self) -> bool:
+        """A classification term that scores its own class centres, not the classifier's."""
+        return self.kind == "classification" and "cosine" not in self.reads
 
 
 def build_term(label: str, config: dict, kind: str | None = None, default_name: str | None = None) -> Term:
@@ -48,7 +60,7 @@ def build_term(label: str, config: dict, kind: str | None = None, default_name: 
     rate = 1.0
     if loss_spec.kind == "classification" and SAMPLE_RATE in config:
         rate = check_sample_rate(config.pop(SAMPLE_RATE))
-    return Term(label, losses.get(name, **config), weight, rate)
+    return Term(label, losses.get(name, **config), weight, rate, loss_spec.reads)
 
 
 def _mean(values, weight) -> tf.Tensor:
@@ -73,9 +85,19 @@ class Objective:
             raise ValueError("classification terms share one sampled classifier, but their "
                              f"sample_rate differs: {sorted(rates)}")
         self.sample_rate = rates.pop() if rates else 1.0
+        self.num_classes = None
 
     def has(self, kind: str) -> bool:
         return any(term.kind == kind for term in self.terms)
+
+    @property
+    def needs_classifier(self) -> bool:
+        """Whether a term reads the shared classifier's cosines."""
+        return any("cosine" in term.reads for term in self.terms)
+
+    @property
+    def needs_teacher(self) -> bool:
+        return any("teacher" in term.reads for term in self.terms)
 
     @property
     def losses(self) -> list:
@@ -98,18 +120,20 @@ class Objective:
     def build(self, num_classes=None, embedding_dim=None, teacher_dim=None) -> "Objective":
         """Create shape-dependent variables now (centres, projection); call this before
         collecting ``trainable_variables``/``variables`` (inside ``strategy.scope()``)."""
+        self.num_classes = num_classes or self.num_classes
         for loss in self.losses:
             loss.build(num_classes=num_classes, embedding_dim=embedding_dim, teacher_dim=teacher_dim)
         return self
 
     def term_values(self, labels, cosine, embeddings, teacher_embeddings=None, norms=None,
-                    sample_weight=None, class_labels=None) -> dict:
+                    sample_weight=None, class_labels=None, classes=None) -> dict:
         """``{label: unweighted batch mean}`` of every term (means weighted by ``sample_weight``
         if given; label-based terms only over labelled samples). ``class_labels``: the labels
-        as columns of ``cosine`` when it holds sampled classes only (Partial FC)."""
-        if self.has("distillation") and teacher_embeddings is None:
+        as columns of ``cosine`` when it holds sampled classes only (Partial FC), ``classes``
+        those classes."""
+        if self.needs_teacher and teacher_embeddings is None:
             raise ValueError("a distillation term needs teacher_embeddings")
-        if self.has("classification") and cosine is None:
+        if self.needs_classifier and self.has("classification") and cosine is None:
             raise ValueError("a classification term needs the classifier's cosines")
         labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
         everyone = (tf.ones_like(labels, tf.float32) if sample_weight is None
@@ -125,7 +149,9 @@ class Objective:
         out = {}
         for term in self.terms:
             if term.kind == "classification":
-                out[term.label] = _mean(term.loss(columns, cosine, norms), labelled)
+                scores = (term.loss.centre_cosines(labels, embeddings, teacher_embeddings, classes)
+                          if term.own_centres else cosine)
+                out[term.label] = _mean(term.loss(columns, scores, norms), labelled)
             elif term.kind == "metric":
                 out[term.label] = _mean(term.loss(safe_labels, embeddings), labelled)
             else:
@@ -140,9 +166,9 @@ class Objective:
         return total
 
     def __call__(self, labels, cosine, embeddings, teacher_embeddings=None, norms=None,
-                 sample_weight=None, class_labels=None) -> dict:
+                 sample_weight=None, class_labels=None, classes=None) -> dict:
         values = self.term_values(labels, cosine, embeddings, teacher_embeddings, norms, sample_weight,
-                                  class_labels)
+                                  class_labels, classes)
         return {"total": self.total(values), **values}
 
 

@@ -126,7 +126,8 @@ def check_files(recipe, where: str = "recipe") -> None:
     if any(stage.uses_teacher for stage in resolve_stages(recipe)):
         if not recipe.data.store:
             raise RecipeError(f"{where}: a stage has a distillation term but data.store is not set "
-                              "(a store made by `distill embed`)")
+                              "(distillation terms and adadistill read the teacher's embeddings from a "
+                              "store made by `distill embed`)")
         if not (Path(recipe.data.store) / "manifest.json").is_file():
             raise RecipeError(f"{where}: data.store: {recipe.data.store} is not an embedding store "
                               "(no manifest.json; make it with `distill embed`)")

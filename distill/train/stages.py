@@ -37,16 +37,28 @@ class ResolvedStage:
         default = 0.0 if label in SECTIONS else 1.0
         return float(self.term_configs().get(label, {}).get("weight", default) or 0.0)
 
-    def kinds_on(self) -> set:
-        """Kinds of the terms with a weight > 0 (classification, metric, distillation)."""
+    def specs_on(self) -> list:
+        """The :class:`~distill.losses.LossSpec` of each term with a weight > 0."""
         from distill import losses
 
-        return {losses.spec(config.get("name", DEFAULT_LOSSES.get(label))).kind
-                for label, config in self.term_configs().items() if self.weight(label) > 0}
+        return [losses.spec(config.get("name", DEFAULT_LOSSES.get(label)))
+                for label, config in self.term_configs().items() if self.weight(label) > 0]
+
+    def kinds_on(self) -> set:
+        """Kinds of the terms with a weight > 0 (classification, metric, distillation)."""
+        return {spec.kind for spec in self.specs_on()}
+
+    def reads_on(self) -> set:
+        """What the terms with a weight > 0 read besides labels (cosine, embeddings, teacher)."""
+        return {read for spec in self.specs_on() for read in spec.reads}
 
     @property
     def uses_teacher(self) -> bool:
-        return "distillation" in self.kinds_on()
+        return "teacher" in self.reads_on()
+
+    @property
+    def uses_classifier(self) -> bool:
+        return "cosine" in self.reads_on()
 
     def objective_spec(self) -> dict:
         """Arguments for :func:`distill.losses.objective.build_objective`."""

@@ -76,12 +76,14 @@ def make_train_step(strategy, model, classifier, objective, optimizer, variables
     """
     import tensorflow as tf
 
-    from distill.losses.partial_fc import class_cosines
+    from distill.losses.partial_fc import class_sample
 
     replicas = strategy.num_replicas_in_sync
     labels_of_terms = [term.label for term in objective.terms]
     reference = labels_of_terms[0] if labels_of_terms else None
-    use_classifier = classifier is not None and objective.has("classification")
+    use_classifier = classifier is not None and objective.needs_classifier
+    classifying = objective.has("classification")
+    num_classes = classifier.num_classes if classifier is not None else objective.num_classes
 
     def replica_step(batch):
         with tf.GradientTape() as tape:
@@ -89,14 +91,15 @@ def make_train_step(strategy, model, classifier, objective, optimizer, variables
             # a second tape over the loss side only, for the per-term gradient statistics
             with tf.GradientTape(persistent=True) as loss_tape:
                 loss_tape.watch(embeddings)
-                cosine, class_labels = class_cosines(
-                    classifier, embeddings, batch["label"], objective.sample_rate,
+                classes, class_labels = class_sample(
+                    batch["label"], num_classes, objective.sample_rate,
                     tf.stack([tf.constant(seed, tf.int64), tf.cast(optimizer.iterations, tf.int64)])
-                ) if use_classifier else (None, None)
+                ) if classifying else (None, None)
+                cosine = classifier(embeddings, classes=classes) if use_classifier else None
                 values = objective.term_values(batch["label"], cosine, embeddings,
                                                teacher_embeddings=batch.get("teacher"),
                                                norms=tf.norm(embeddings, axis=1),
-                                               class_labels=class_labels)
+                                               class_labels=class_labels, classes=classes)
             total = objective.total(values)
             loss = total / replicas
             if mixed_precision:

@@ -19,6 +19,7 @@ import numpy as np
 from distill.train.checkpoints import (check_arrays, copy_state, load_state, restore_variables,
                                       save_checkpoint)
 from distill.train.recipe import Recipe, load_recipe, save_recipe
+from distill.train.epoch_log import ScalarWriter, epoch_summary
 from distill.train.run_dir import RunDir
 from distill.train.stages import ResolvedStage, projection_notes, resolve_stages, sampler_of, stage_of_epoch
 from distill.utils import atomic_write_json, set_seed
@@ -81,6 +82,7 @@ class Trainer:
         self.recipe = recipe
         self.run_dir = Path(run_dir)
         self.files = RunDir(run_dir)
+        self.scalars = ScalarWriter(self.files.tensorboard)
         self.progress = progress
         self.stages = resolve_stages(recipe)
 
@@ -132,7 +134,7 @@ class Trainer:
                 dropout=cfg.dropout, bn_momentum=cfg.bn_momentum, bn_epsilon=cfg.bn_epsilon,
                 activation=cfg.activation, **width)
             self.classifier = None
-            if any(stage.weight("classification") > 0 for stage in self.stages):
+            if any(stage.uses_classifier for stage in self.stages):
                 self.classifier = CosineClassifier(self.num_classes, sub_centers=cfg.sub_centers,
                                                    name="classifier")
                 self.classifier.build((None, cfg.embedding_size))
@@ -166,7 +168,8 @@ class Trainer:
         uses_teacher = any(stage.uses_teacher for stage in self.stages)
         if not self.recipe.data.store:
             if uses_teacher:
-                raise TrainingError("a stage has a distillation term with weight > 0 but data.store is not set")
+                raise TrainingError("a stage has a term that reads the teacher (distillation, adadistill) "
+                                    "with weight > 0 but data.store is not set")
             return None
         targets = open_targets(Store(self.recipe.data.store), self.source, self.recipe.data.targets)
         for note in projection_notes(self.stages, self.recipe.model.embedding_size, targets.dim):
@@ -190,7 +193,7 @@ class Trainer:
         classifier_vars = list(self.classifier.trainable_variables) if self.classifier is not None else []
         return model_vars + classifier_vars + list(objective.trainable_variables)
 
-    def _build_stage(self, stage: ResolvedStage, previous_optimizer=None):
+    def _build_stage(self, stage: ResolvedStage, previous_optimizer=None, previous_objective=None):
         from distill.losses.objective import build_objective
         from distill.train.optim import DECOUPLED, GradientWeightDecay, build_optimizer
 
@@ -210,6 +213,8 @@ class Trainer:
             optimizer.build(variables)
         if previous_optimizer is not None:
             copy_state(previous_optimizer.variables, optimizer.variables)
+        if previous_objective is not None:   # loss state (EMA centres, projections) goes on, as on resume
+            copy_state(previous_objective.variables, objective.variables)
         optimizer.learning_rate.assign(stage.lr)
         wd = 0.0 if opt_cfg.name in DECOUPLED else opt_cfg.weight_decay
         classifier_vars = self.classifier.trainable_variables if self.classifier is not None else []
@@ -251,7 +256,7 @@ class Trainer:
         for epoch in range(start_epoch, end_epoch):
             stage = stage_of_epoch(self.stages, epoch)
             if stage is not current:
-                objective, optimizer, step = self._build_stage(stage, optimizer)
+                objective, optimizer, step = self._build_stage(stage, optimizer, objective)
                 if state is not None and epoch == start_epoch:
                     restore_variables(self.run_dir, self._checkpoint_groups(objective, optimizer))
                     optimizer.learning_rate.assign(stage.lr)
@@ -266,31 +271,11 @@ class Trainer:
                                 {"epochs_done": epoch + 1, "history": history, "best": best,
                                  "seed": self.recipe.seed})
                 atomic_write_json(self.files.history, history)
-                self._tensorboard(record)
-            log.info("epoch %d/%d %s", epoch + 1, total, _summary(record))
+                self.scalars.write(record)
+            log.info("epoch %d/%d %s", epoch + 1, total, epoch_summary(record))
         if self.chief:
             save_model_file(self.model, final)
         return TrainResult(self.run_dir, history, best_path if best_path.exists() else None, final, best)
-
-    def _tensorboard(self, record: dict) -> None:
-        """Per-epoch scalars in ``run_dir/tensorboard`` (written with core TF summary ops, so
-        the TensorBoard package is needed only to view them)."""
-        import tensorflow as tf
-        from tensorflow.core.framework import summary_pb2
-
-        if not hasattr(self, "_writer"):
-            self._writer = tf.summary.create_file_writer(str(self.files.tensorboard))
-            meta = summary_pb2.SummaryMetadata()
-            meta.plugin_data.plugin_name = "scalars"
-            self._scalar_meta = meta.SerializeToString()
-        scalars = {"lr": record["lr"], **{f"loss/{k}": v for k, v in record["loss"].items()},
-                   **record.get("gradients", {}),
-                   **{f"eval/{k}": m["accuracy"] for k, m in record["eval"].items()}}
-        with self._writer.as_default():
-            for tag, value in scalars.items():
-                tf.summary.write(tag, tf.constant(float(value), tf.float32), step=record["epoch"],
-                                 metadata=self._scalar_meta)
-        self._writer.flush()
 
     def _checkpoint_groups(self, objective, optimizer) -> dict:
         return {
@@ -390,11 +375,3 @@ def training_labels(labels: np.ndarray, sample_ids: np.ndarray, min_class_images
     mapping = np.full(counts.size + 1, -1, dtype=np.int64)   # last entry: label −1 stays −1
     mapping[kept] = np.arange(kept.size)
     return mapping[np.where(labels >= 0, labels, counts.size)], int(kept.size)
-
-
-def _summary(record: dict) -> str:
-    loss = " ".join(f"{k}={v:.4f}" for k, v in record["loss"].items())
-    ratios = " ".join(f"{k}={v:.3g}" for k, v in record.get("gradients", {}).items())
-    loss = f"{loss} {ratios}".strip()
-    evals = " ".join(f"{k}={v['accuracy']:.4f}" for k, v in record["eval"].items())
-    return f"lr={record['lr']:g} {loss} {evals}".strip()
