@@ -59,7 +59,8 @@ def stage_label(stage) -> str:
         parts.append(text if weight == 1 else f"{text}×{weight:g}")
     for label, config in stage.term_configs().items():
         if label != "classification" and stage.weight(label):
-            parts.append(f"{config.get('name', label)}×{stage.weight(label):g}")
+            weight = "auto" if label in stage.auto_targets() else f"{stage.weight(label):g}"
+            parts.append(f"{config.get('name', label)}×{weight}")
     return f"{' + '.join(parts) or '-'}, lr {stage.lr:g}"
 
 

@@ -106,7 +106,18 @@ def load_run(run_dir) -> Run:
         epochs_done = int(_read_json(files.state).get("epochs_done", 0))
     else:
         epochs_done = max((r["epoch"] for r in history), default=0)
-    return Run(path, recipe, history, epochs_done, has_checkpoint, flatten(recipe.to_dict()))
+    return Run(path, recipe, history, epochs_done, has_checkpoint, _settings(recipe, history))
+
+
+def _settings(recipe, history: list) -> dict:
+    """The flattened recipe, a ``weight: auto`` shown with the weight the run measured."""
+    from distill.train.checks import section_of
+
+    settings = flatten(recipe.to_dict())
+    for record in history:
+        for label, auto in record.get("auto_weights", {}).items():
+            settings[f"{section_of(label)}.weight"] = f"auto {auto['weight']:.3g}"
+    return settings
 
 
 def run_status(run_dir) -> tuple[str, str]:

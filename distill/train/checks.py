@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from distill.train.stages import AUTO, AUTO_TARGET, SECTIONS
+
 
 class RecipeError(ValueError):
     """An invalid recipe; the message names the file, the key and what is wrong."""
@@ -33,6 +35,7 @@ RANGES = [
     ("train.eval_every_epochs", lambda v: v >= 1, "≥ 1"),
     ("train.eval_every_steps", lambda v: v >= 0, "≥ 0"),
     ("data.images_per_identity", lambda v: v >= 2, "≥ 2"),
+    ("train.auto_weight_steps", lambda v: v >= 1, "≥ 1"),
     ("schedule.warmup_steps", lambda v: v >= 0, "≥ 0"),
     ("schedule.factor", lambda v: v > 0, "> 0"),
 ]
@@ -87,14 +90,40 @@ def _ranges(recipe, where: str) -> None:
                 bad = ((key in POSITIVE_PARAMS and isinstance(value, (int, float)) and value <= 0)
                        or (key in NON_NEGATIVE_PARAMS and isinstance(value, (int, float)) and value < 0))
                 if bad:
-                    section = "loss" if label == "classification" else label if label in (
-                        "distill", "triplet", "center") else f"terms.{label}"
-                    raise RecipeError(f"{where}: {section}.{key} = {value} in stage {stage.index} is out "
+                    raise RecipeError(f"{where}: {section_of(label)}.{key} = {value} in stage {stage.index} is out "
                                       f"of range (must be {'> 0' if key in POSITIVE_PARAMS else '≥ 0'})")
         k = recipe.data.images_per_identity
         if sampler_of(recipe, stage) == "identity_balanced" and recipe.train.batch_size % k:
             raise RecipeError(f"{where}: train.batch_size {recipe.train.batch_size} must be a multiple of "
                               f"data.images_per_identity {k} (identity_balanced batches, stage {stage.index})")
+
+
+def section_of(label: str) -> str:
+    """The recipe key of a term: ``loss``, ``distill``/``triplet``/``center`` or ``terms.<label>``."""
+    return "loss" if label == "classification" else label if label in SECTIONS else f"terms.{label}"
+
+
+def _auto_weights(recipe, where: str) -> None:
+    """``weight: auto`` needs a classification term to balance against where it is measured
+    (the first stage with an auto term)."""
+    from distill.train.stages import resolve_stages
+
+    stage = next((s for s in resolve_stages(recipe) if s.auto_targets()), None)
+    if stage is not None and not stage.weight("classification") > 0:
+        label = next(iter(stage.auto_targets()))
+        raise RecipeError(f"{where}: {section_of(label)}.weight: auto balances the term's gradient "
+                          f"against classification's, but stage {stage.index} has no classification "
+                          "term (loss.weight 0): nothing to balance against; give the weight a number")
+
+
+def auto_lines(recipe) -> list[str]:
+    """One line per ``weight: auto`` term, for ``distill train --check``."""
+    from distill.train.stages import resolve_stages
+
+    stage = next((s for s in resolve_stages(recipe) if s.auto_targets()), None)
+    return [f"{label}: weight auto (balances ‖∇e {label}‖ to {target:g} × ‖∇e classification‖ over "
+            f"the first {recipe.train.auto_weight_steps} steps of stage {stage.index})"
+            for label, target in (stage.auto_targets() if stage else {}).items()]
 
 
 def _best_by(recipe, where: str) -> None:
@@ -112,6 +141,7 @@ def check_recipe(recipe, where: str = "recipe"):
     _names(recipe, where)
     _ranges(recipe, where)
     _best_by(recipe, where)
+    _auto_weights(recipe, where)
     return recipe
 
 
@@ -166,10 +196,13 @@ def preflight(recipe, where: str = "recipe") -> list[str]:
         for label, config in stage.term_configs().items():
             weight = stage.weight(label)
             if weight > 0:
-                params = ", ".join(f"{k}={v}" for k, v in config.items() if k not in ("weight", "name"))
-                terms.append(f"{weight:g} × {label} ({config.get('name', 'l2' if label == 'distill' else label)}"
+                params = ", ".join(f"{k}={v}" for k, v in config.items()
+                                   if k not in ("weight", "name", AUTO_TARGET))
+                shown = AUTO if label in stage.auto_targets() else f"{weight:g}"
+                terms.append(f"{shown} × {label} ({config.get('name', 'l2' if label == 'distill' else label)}"
                              f"{': ' + params if params else ''})")
         lines.append(f"stage {stage.index}: epochs {stage.first_epoch + 1}–{stage.end_epoch}, lr {stage.lr:g}: "
                      + " + ".join(terms))
+    lines.extend(auto_lines(recipe))
     lines.append(f"{where}: OK")
     return lines

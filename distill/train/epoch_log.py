@@ -32,7 +32,9 @@ class ScalarWriter:
             self._meta = meta.SerializeToString()
         scalars = {"lr": record["lr"], **{f"loss/{k}": v for k, v in record["loss"].items()},
                    **record.get("gradients", {}),
-                   **{f"eval/{k}": m["accuracy"] for k, m in record["eval"].items()}}
+                   **{f"eval/{k}": m["accuracy"] for k, m in record["eval"].items()},
+                   **{f"auto_weight/{k}": w["weight"] for k, w in record.get("auto_weights", {}).items()},
+                   **{f"auto_ratio/{k}": w["ratio"] for k, w in record.get("auto_weights", {}).items()}}
         with self._writer.as_default():
             for tag, value in scalars.items():
                 tf.summary.write(tag, tf.constant(float(value), tf.float32), step=record["epoch"],

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from distill.train.checks import RecipeError, check_recipe
+from distill.train.stages import AUTO, AUTO_TARGET
 from distill.utils import read_yaml_mapping
 from distill.yaml_files import DuplicateKeyError, load_yaml, yaml_problem
 
@@ -100,6 +101,7 @@ class TrainConfig:
     mixed_precision: bool = False   # student in float16 compute; classifier and losses float32
     gradient_stats: bool = True     # log each term's gradient norm and cosine vs classification
     deterministic: bool = True      # same weights on every run and after resume (see step.py)
+    auto_weight_steps: int = 20     # batches that set a `weight: auto` term (distill.train.auto_weight)
 
 
 @dataclass
@@ -193,7 +195,22 @@ def _check_terms(recipe: Recipe, where: str) -> None:
 
 def _check_weight(value, where, place) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise RecipeError(f"{where}: {place} must be a number ≥ 0, got {value!r}")
+        hint = ("; 'auto' goes on the term itself (e.g. distill: {weight: auto}) and stages inherit it"
+                if value == AUTO and place.startswith("stages.") else "")
+        raise RecipeError(f"{where}: {place} must be a number ≥ 0, got {value!r}{hint}")
+
+
+def _check_auto(params: dict, kind: str, where: str, place: str) -> None:
+    """``weight: auto`` only on distillation terms; ``auto_target`` a number > 0, with it only."""
+    if params.get("weight") == AUTO and kind != "distillation":
+        raise RecipeError(f"{where}: {place}.weight: 'auto' balances a distillation term against "
+                          f"classification; this is a {kind} term, give it a number")
+    if AUTO_TARGET in params:
+        target = params[AUTO_TARGET]
+        if params.get("weight") != AUTO:
+            raise RecipeError(f"{where}: {place}.{AUTO_TARGET} is read only with {place}.weight: auto")
+        if isinstance(target, bool) or not isinstance(target, (int, float)) or not target > 0:
+            raise RecipeError(f"{where}: {place}.{AUTO_TARGET} must be a number > 0, got {target!r}")
 
 
 def _check_term(config: dict, kind, default, where: str, place: str) -> None:
@@ -201,6 +218,9 @@ def _check_term(config: dict, kind, default, where: str, place: str) -> None:
     from distill.losses.partial_fc import SAMPLE_RATE, check_sample_rate
 
     params = dict(config)
+    auto = {}
+    if params.get("weight") == AUTO or AUTO_TARGET in params:   # checked once the loss's kind is known
+        auto = {k: params.pop(k) for k in ("weight", AUTO_TARGET) if k in params}
     if "weight" in params:
         if isinstance(params["weight"], str):
             try:
@@ -227,6 +247,7 @@ def _check_term(config: dict, kind, default, where: str, place: str) -> None:
         if loss_spec.kind != "classification":
             raise RecipeError(f"{where}: {place}.{SAMPLE_RATE}: only classification losses sample "
                               f"classes; '{name}' is a {loss_spec.kind} loss")
+    _check_auto(auto, loss_spec.kind, where, place)
     valid = ["name", "weight", *loss_spec.defaults]
     for key in params:
         if key not in loss_spec.defaults:

@@ -32,6 +32,14 @@ class EvalMetrics(TypedDict):
     auc: NotRequired[float]
 
 
+class AutoWeight(TypedDict):
+    """A ``weight: auto`` term's measured weight (``distill.train.auto_weight``)."""
+    weight: float                   # target ÷ ratio, used for the whole run
+    ratio: float                    # mean per-unit ‖∇e term‖ ÷ ‖∇e classification‖
+    target: float
+    steps: int                      # calibration batches
+
+
 class EpochRecord(TypedDict):
     """One line of ``history.json``: an epoch's mean loss terms, its evaluations and timing."""
     epoch: int                      # 1-based
@@ -44,6 +52,7 @@ class EpochRecord(TypedDict):
     eval: dict                      # set name → EvalMetrics ({} when not evaluated)
     gradients: NotRequired[dict]    # grad/<term>, gradcos/<term> (train.gradient_stats)
     step_evals: NotRequired[list]   # [{"step": n, "eval": {...}}] (train.eval_every_steps)
+    auto_weights: NotRequired[dict]  # term → AutoWeight, in the record of the epoch that measured it
 
 
 class HistoryError(ValueError):
@@ -52,7 +61,7 @@ class HistoryError(ValueError):
 
 _FIELDS = {"epoch": int, "stage": int, "lr": (int, float), "loss": dict, "steps": int,
            "seconds": (int, float), "eval": dict}
-_OPTIONAL = {"params": int, "gradients": dict, "step_evals": list}
+_OPTIONAL = {"params": int, "gradients": dict, "step_evals": list, "auto_weights": dict}
 
 
 def check_record(record, where: str) -> EpochRecord:
@@ -69,6 +78,9 @@ def check_record(record, where: str) -> EpochRecord:
     for name, metrics in record["eval"].items():
         if not isinstance(metrics, dict) or not isinstance(metrics.get("accuracy"), (int, float)):
             raise HistoryError(f"{where}: eval.{name} has no numeric accuracy")
+    for name, auto in record.get("auto_weights", {}).items():
+        if not isinstance(auto, dict) or not isinstance(auto.get("weight"), (int, float)):
+            raise HistoryError(f"{where}: auto_weights.{name} has no numeric weight")
     return record  # type: ignore[return-value]
 
 

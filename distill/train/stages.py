@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 SECTIONS = ("distill", "triplet", "center")
 #: the loss of a section that names none
 DEFAULT_LOSSES = {"distill": "l2", "triplet": "triplet_batch_hard", "center": "center"}
+#: a distillation term's weight set from the gradient balance at the start (distill.train.auto_weight)
+AUTO = "auto"
+#: the term key of the gradient ratio ``auto`` aims at (default 1.0)
+AUTO_TARGET = "auto_target"
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,13 @@ class ResolvedStage:
         """The weight of term ``label`` in this stage (0 when off). The classification term
         and ``terms`` entries default to 1, the ``distill``/``triplet``/``center`` sections to 0."""
         default = 0.0 if label in SECTIONS else 1.0
-        return float(self.term_configs().get(label, {}).get("weight", default) or 0.0)
+        weight = self.term_configs().get(label, {}).get("weight", default)
+        return 1.0 if weight == AUTO else float(weight or 0.0)   # auto: on, per unit until measured
+
+    def auto_targets(self) -> dict:
+        """``{label: target gradient ratio}`` of the terms whose weight is ``auto`` here."""
+        return {label: float(config.get(AUTO_TARGET, 1.0))
+                for label, config in self.term_configs().items() if config.get("weight") == AUTO}
 
     def specs_on(self) -> list:
         """The :class:`~distill.losses.LossSpec` of each term with a weight > 0."""
@@ -62,10 +72,14 @@ class ResolvedStage:
 
     def objective_spec(self) -> dict:
         """Arguments for :func:`distill.losses.objective.build_objective`."""
+        def spec(label):   # auto terms at unit weight: the trainer sets the measured weight
+            config = {k: v for k, v in self.term_configs()[label].items() if k != AUTO_TARGET}
+            return {**config, "weight": self.weight(label)} if "weight" in config else config
+
         return {
-            "classification": dict(self.loss),
-            **{name: dict(getattr(self, name)) if self.weight(name) else None for name in SECTIONS},
-            "terms": {k: dict(v) for k, v in self.terms.items() if self.weight(k)},
+            "classification": spec("classification"),
+            **{name: spec(name) if self.weight(name) else None for name in SECTIONS},
+            "terms": {k: spec(k) for k in self.terms if self.weight(k)},
         }
 
 

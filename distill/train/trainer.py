@@ -206,6 +206,7 @@ class Trainer:
             objective = build_objective(**stage.objective_spec()).build(
                 num_classes=self.num_classes, embedding_dim=self.recipe.model.embedding_size,
                 teacher_dim=self.targets.dim if self.targets is not None else None)
+            self._auto_weights(stage, objective)
             variables = self._stage_variables(stage, objective)
             optimizer = build_optimizer(opt_cfg, stage.lr)
             if mixed:
@@ -241,6 +242,7 @@ class Trainer:
             clean_run_dir(self.run_dir)
             save_recipe(self.recipe, self.files.recipe)
         history = state["history"] if state else []
+        self.auto_weights, self.new_auto_weights = dict(state.get("auto_weights", {}) if state else {}), {}
         best = state.get("best") if state else None
         start_epoch = state["epochs_done"] if state else 0
         total = self.recipe.total_epochs
@@ -264,12 +266,14 @@ class Trainer:
             record = self._train_epoch(epoch, stage, step, optimizer)
             every = max(self.recipe.train.eval_every_epochs, 1)
             record["eval"] = self._evaluate() if ((epoch + 1) % every == 0 or epoch + 1 == total) else {}
+            if self.new_auto_weights:
+                record["auto_weights"], self.new_auto_weights = self.new_auto_weights, {}
             history.append(record)
             best = self._keep_best(record, best)
             if self.chief:   # the other workers restore from the chief's checkpoint
                 save_checkpoint(self.run_dir, self._checkpoint_groups(objective, optimizer),
                                 {"epochs_done": epoch + 1, "history": history, "best": best,
-                                 "seed": self.recipe.seed})
+                                 "seed": self.recipe.seed, "auto_weights": self.auto_weights})
                 atomic_write_json(self.files.history, history)
                 self.scalars.write(record)
             log.info("epoch %d/%d %s", epoch + 1, total, epoch_summary(record))
@@ -285,12 +289,10 @@ class Trainer:
             "optimizer": list(optimizer.variables),
         }
 
-    def _train_epoch(self, epoch: int, stage: ResolvedStage, step, optimizer) -> dict:
-        from tqdm import tqdm
-
+    def _epoch_batches(self, epoch: int, stage: ResolvedStage):
+        """``(distributed batches of the epoch, steps)``, the same on every call."""
         from distill.train.distributed import distribute_dataset
         from distill.train.pipeline import sample_order, training_dataset
-        from distill.train.schedules import learning_rate
         from distill.train.unreadable import named_input_errors
 
         recipe = self.recipe
@@ -302,10 +304,29 @@ class Trainer:
             per_identity, labels=self.labels, share=share, sampler=sampler))
         order = partial(sample_order, ids, self.labels, recipe.train.batch_size, per_identity, recipe.seed,
                         epoch, sampler)
-        steps = len(order()) // recipe.train.batch_size
+        batches = named_input_errors(dataset, self.source, order, recipe.train.batch_size, self.targets)
+        return batches, len(order()) // recipe.train.batch_size
+
+    def _auto_weights(self, stage: ResolvedStage, objective) -> None:
+        """Set the stage's ``weight: auto`` terms: recorded ones (resume) or measured now."""
+        from distill.train.auto_weight import calibrate, resolve
+
+        def measure(missing):
+            batches, steps = self._epoch_batches(stage.first_epoch, stage)
+            return calibrate(self.strategy, self.model, self.classifier, objective, missing, batches,
+                             min(steps, self.recipe.train.auto_weight_steps), self.recipe.seed)
+
+        self.new_auto_weights.update(resolve(objective, stage.auto_targets(), self.auto_weights, measure))
+
+    def _train_epoch(self, epoch: int, stage: ResolvedStage, step, optimizer) -> dict:
+        from tqdm import tqdm
+
+        from distill.train.schedules import learning_rate
+
+        recipe = self.recipe
+        batches, steps = self._epoch_batches(epoch, stage)
         sums: dict[str, float] = {}
         started = time.time()
-        batches = named_input_errors(dataset, self.source, order, recipe.train.batch_size, self.targets)
         bar = tqdm(batches, total=steps, desc=f"epoch {epoch + 1}/{recipe.total_epochs}",
                    disable=not self.progress, leave=False, unit="step")
         step_evals, index = [], -1
