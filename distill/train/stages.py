@@ -1,5 +1,9 @@
 """Resolve recipe stages: each stage inherits every unset setting from the one before it
-(and the first from the recipe's top-level ``loss``/``distill``/``triplet``/``center``/``terms``)."""
+(and the first from the recipe's top-level ``loss``/``distill``/``triplet``/``center``/``terms``).
+
+A distillation term may have ``weight: auto`` (only in its own section: a stage inherits it, a
+stage's number overrides it, 0 turns it off); the trainer measures it when the first stage with
+it is built (:mod:`distill.train.auto_weight`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
