@@ -54,8 +54,14 @@ def student(tmp_path_factory):
     """(path, model): a small trained student with exact BN statistics, saved as .keras."""
     import keras
 
+    import tensorflow as tf
+
     from distill.models import build_embedding_model
 
+    # Grappler's options are process-wide, and a training test run earlier in this worker turns
+    # the arithmetic optimizer off (train.deterministic): train this student under TensorFlow's
+    # default, whatever ran before, so it is the same student in every test order
+    tf.config.optimizer.set_experimental_options({"arithmetic_optimization": True})
     keras.utils.set_random_seed(0)
     paths = sorted(ORL.glob("s*/*.png"))
     labels = np.array([int(p.parent.name[1:]) - 1 for p in paths])

@@ -83,6 +83,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.files = RunDir(run_dir)
         self.scalars = ScalarWriter(self.files.tensorboard)
+        self.auto_weights, self.new_auto_weights = {}, {}   # term → measured weight (run() fills)
         self.progress = progress
         self.stages = resolve_stages(recipe)
 

@@ -11,6 +11,8 @@
 #   OUT    everything goes here: data/, stores/, runs/, evals/, table.md, curves.png
 # Environment: SEEDS (default "0 1 2") for the headline runs; ONLY_HEADLINE=1 skips the
 #   single-seed ablations; DISTILL, TRAIN_ARGS: see _common.sh. Needs the [dlib] extra.
+#   Y1=PATH/model-0000.params (InsightFace's MobileFaceNet y1, an ArcFace teacher; never
+#   shipped here) adds its store and students: L2 at weights 7, 64 and auto, AdaDistill, EKD.
 # Time on 2 CPU cores: data ~45 min (MTCNN), dlib store ~40 min, own teacher ~70 min, each
 # student 15–25 min.
 set -euo pipefail
@@ -68,6 +70,27 @@ if [[ -z ${ONLY_HEADLINE:-} ]]; then       # one seed each: what each ingredient
     run_one "$RUNS/own_l2_w7" "$RECIPES/student_dlib.yaml" "${COMMON[@]}" --set "data.store=$STORES/own"
 fi
 
+# --- the ArcFace teacher (InsightFace MobileFaceNet y1), and auto / AdaDistill / EKD ---------
+EVAL_JSONS=(--evals "$EVALS/dlib.json" --evals "$EVALS/own.json")
+run_one "$RUNS/dlib_l2_auto" "$RECIPES/student_dlib.yaml" "${COMMON[@]}" "${DLIB[@]}" --set distill.weight=auto
+run_one "$RUNS/dlib_adadistill" "$RECIPES/student_dlib_adadistill.yaml" "${COMMON[@]}" "${DLIB[@]}"
+if [[ -n ${Y1:-} ]]; then
+    "$DISTILL" embed --recipe "$RECIPES/embed_y1.yaml" --teacher "$Y1" --data "$DATA/train.csv" \
+        --out "$STORES/y1" --no-progress
+    "$DISTILL" store info "$STORES/y1"
+    Y1S=(--set "data.store=$STORES/y1")
+    for seed in ${SEEDS:-0 1 2}; do
+        run_one "$RUNS/y1_l2_auto_s$seed" "$RECIPES/student_y1.yaml" "${COMMON[@]}" "${Y1S[@]}" --set "seed=$seed"
+    done
+    run_one "$RUNS/y1_l2_w7" "$RECIPES/student_y1.yaml" "${COMMON[@]}" "${Y1S[@]}" --set distill.weight=7
+    run_one "$RUNS/y1_l2_w64" "$RECIPES/student_y1.yaml" "${COMMON[@]}" "${Y1S[@]}" --set distill.weight=64
+    run_one "$RUNS/y1_adadistill_s0" "$RECIPES/student_y1_adadistill.yaml" "${COMMON[@]}" "${Y1S[@]}"
+    run_one "$RUNS/y1_ekd" "$RECIPES/student_dlib_ekd.yaml" "${COMMON[@]}" "${Y1S[@]}"
+    [[ -f $EVALS/y1.json ]] || "$DISTILL" eval --model "$Y1" --bin "$DATA/view1_test.bin" \
+        --bin "$DATA/center_view1_test.bin" --json "$EVALS/y1.json"
+    EVAL_JSONS+=(--evals "$EVALS/y1.json")
+fi
+
 # --- teacher evaluations and the table ----------------------------------------------------
 [[ -f $EVALS/dlib.json ]] || "$DISTILL" eval --model teachers.dlib_resnet:embed \
     --bin "$DATA/view1_test.bin" --bin "$DATA/view2.bin" --bin "$DATA/center_view1_test.bin" --json "$EVALS/dlib.json"
@@ -77,7 +100,7 @@ students=()
 for dir in "$RUNS"/*/; do
     [[ $(basename "$dir") == teacher_* ]] || students+=("${dir%/}")
 done
-"$DISTILL" report "${students[@]}" --final --evals "$EVALS/dlib.json" --evals "$EVALS/own.json" \
+"$DISTILL" report "${students[@]}" --final "${EVAL_JSONS[@]}" \
     --out "$OUT/table.md"
 cat "$OUT/table.md"
 "$DISTILL" plot "$RUNS"/plain_s0 "$RUNS"/dlib_l2_w7_s0 "$RUNS"/dlib_l2_w64 --metrics view1_test,loss.classification,loss.distill \
