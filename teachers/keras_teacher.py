@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distill.utils import sha256_path
+from distill.utils import atomic_write_bytes, sha256_path
 from teachers.base import Preprocess, Teacher, TeacherError, raw_pixels
 
 
@@ -25,6 +25,17 @@ def load_keras_model(path):
     except Exception as exc:  # Keras raises many types for "not a model"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TeacherError(f"{path}: not a loadable Keras model ({first[:200]})") from None
+
+
+def save_keras_file(model, out) -> None:
+    """Write ``model`` to ``out`` (.keras) atomically: Keras writes by name into a temporary
+    folder, and the finished file moves in whole (a converter never leaves half a model)."""
+    import tempfile
+
+    out = Path(out)
+    with tempfile.TemporaryDirectory() as folder:
+        model.save(Path(folder) / out.name)
+        atomic_write_bytes(out, (Path(folder) / out.name).read_bytes())
 
 
 def takes_uint8(path, model=None) -> bool:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from distill.utils import atomic_write_bytes, sha256_path
+from distill.utils import sha256_path
 from teachers.base import Preprocess, TeacherError
-from teachers.keras_teacher import KerasTeacher
+from teachers.keras_teacher import KerasTeacher, save_keras_file
 
 SYMBOL_SUFFIX = "-symbol.json"
 EPOCH_PARAMS = re.compile(r"^(?P<prefix>.+)-(?P<epoch>\d+)\.params$")
@@ -114,9 +113,7 @@ def mxnet_to_keras(spec, out, output: str | None = None) -> dict:
         raise TeacherError(f"{out}: the output must be a .keras file")
     checkpoint = MXNetCheckpoint.find(spec, output)
     model = checkpoint.to_keras()
-    with tempfile.TemporaryDirectory() as folder:  # Keras writes by name; the file moves in whole
-        model.save(Path(folder) / out.name)
-        atomic_write_bytes(out, (Path(folder) / out.name).read_bytes())
+    save_keras_file(model, out)
     return {"path": out, "symbol": checkpoint.symbol, "params": checkpoint.params,
             "output": model.mxnet_output, "embedding_dim": int(model.output.shape[-1]),
             "raw_pixels": str(model.inputs[0].dtype) == "uint8", "layers": len(model.layers)}

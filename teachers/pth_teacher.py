@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.utils import sha256_path
 from teachers.base import Preprocess, TeacherError
-from teachers.keras_teacher import KerasTeacher
+from teachers.keras_teacher import KerasTeacher, save_keras_file
 from teachers.torch_checkpoint import read_state_dict
 
 #: arcface_torch's input normalisation: ((x / 255) - 0.5) / 0.5 on RGB
@@ -135,8 +134,8 @@ def keras_from_state_dict(state: dict, where: str, input_scale: tuple | None = N
 
 
 def pth_to_keras(pth, out) -> dict:
-    """Write ``pth`` (arcface_torch ``backbone.pth``) as a Keras model file ``out`` that the
-    Keras loader runs with the project's default input contract: a Rescaling layer inside turns
+    """Write ``pth`` (arcface_torch ``backbone.pth``) atomically as a Keras model file ``out``
+    that the Keras loader runs with the project's default input contract: a Rescaling layer inside turns
     ``(pixel − 127.5)/128`` into arcface_torch's ``(pixel − 127.5)/127.5``. Returns the layout."""
     out = Path(out)
     if out.suffix.lower() not in (".keras", ".h5"):
@@ -145,7 +144,7 @@ def pth_to_keras(pth, out) -> dict:
     scale = (ours.std / theirs.std, (ours.mean - theirs.mean) / theirs.std)
     model, layout = keras_from_state_dict(read_state_dict(pth), str(pth), input_scale=scale)
     out.parent.mkdir(parents=True, exist_ok=True)
-    model.save(out)
+    save_keras_file(model, out)
     return layout
 
 
@@ -157,5 +156,5 @@ class PthTeacher(KerasTeacher):
     def __init__(self, path, preprocess: Preprocess | None = None, devices=None, threads=None):
         state = read_state_dict(path)
         self.layout = infer_layout(state, str(path))
-        super().__init__(path, preprocess or PTH_PREPROCESS, devices=devices, sha256=sha256_path(path),
+        super().__init__(path, preprocess or PTH_PREPROCESS, devices=devices,
                          build=lambda: keras_from_state_dict(state, str(path))[0])
