@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from distill.report.plots import curve_data, plot_runs
-from distill.report.runs import RunError, compare_runs, format_report, load_run
+from distill.report.runs import RunError, compare_runs, format_report, load_run, summarize_runs
 from distill.train.recipe import load_recipe, save_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,6 +124,51 @@ def test_report_cli(three_runs, tmp_path, cli):
     (three_runs[0] / "history.json").write_text("[{")
     code, _, err = cli("report", three_runs[0])
     assert code == 2 and "history.json: not valid JSON" in err
+
+
+def _set_history(run_dir: Path, seconds, tars) -> None:
+    """Give a made run per-epoch training seconds and a TAR@1e-3 on every evaluation."""
+    history = json.loads((run_dir / "history.json").read_text())
+    for record, sec, tar in zip(history, seconds, tars):
+        record["seconds"] = sec
+        for metrics in record["eval"].values():
+            metrics["tar_at_far_1e-3"] = tar
+    (run_dir / "history.json").write_text(json.dumps(history))
+    (run_dir / "checkpoint" / "state.json").write_text(json.dumps({"epochs_done": len(history), "history": history}))
+
+
+def test_final_merges_seeds_with_numpy_mean_std_and_times(tmp_path):
+    import numpy as np
+
+    seeds = [make_run(tmp_path / f"w7_s{s}", EPOCHS3 + ["distill.weight=7", f"seed={s}"],
+                      {"lfw": [0.5, 0.6, acc]}) for s, acc in zip(range(3), (0.86, 0.87, 0.84))]
+    other = make_run(tmp_path / "w64", EPOCHS3 + ["distill.weight=64"], {"lfw": [0.5, 0.5, 0.51]})
+    for run, secs, tar in zip(seeds + [other], ([70, 80, 90], [75, 75, 75], [60, 60, 60], [10, 20, 30]),
+                              (0.2, 0.3, 0.1, 0.0)):
+        _set_history(run, secs, [0.0, 0.0, tar])
+    teacher = {"model": "teacher.params", "set": "lfw", "accuracy": 0.987, "accuracy_std": 0.0149,
+               "tar_at_far_1e-3": 0.98}
+    rows = summarize_runs(seeds + [other], [teacher])
+    assert [r["run"] for r in rows] == ["teacher.params", "w7_s0 (+2)", "w64"]
+    top, merged, single = rows
+    finals = [0.86, 0.87, 0.84]                      # the last epoch counts, not the best
+    assert merged["lfw"] == f"{np.mean(finals):.4f} ± {np.std(finals):.4f}"
+    assert merged["lfw TAR@1e-3"] == f"{np.mean([0.2, 0.3, 0.1]):.4f}"
+    assert (merged["seeds"], merged["distill.weight"], merged["status"]) == (3, "7", "complete")
+    assert merged["train min"] == f"{np.mean([240, 225, 180]) / 60:.1f}"
+    assert merged["s/epoch"] == f"{np.mean([70, 80, 90, 75, 75, 75, 60, 60, 60]):.1f}"
+    assert (single["lfw"], single["s/epoch"], single["seeds"]) == ("0.5100 ± 0.0100", "20.0", 1)
+    assert (top["lfw"], top["lfw TAR@1e-3"], top["s/epoch"]) == ("0.9870 ± 0.0149", "0.9800", "-")
+
+
+def test_final_report_cli_reads_eval_json(tmp_path, cli):
+    run = make_run(tmp_path / "only", EPOCHS3, {"lfw": [0.7, 0.8, 0.9]})
+    evals = tmp_path / "t.json"
+    evals.write_text(json.dumps([{"model": "T", "set": "lfw", "accuracy": 0.99}]))
+    code, out, _ = cli("report", run, "--final", "--evals", evals)
+    lines = out.splitlines()
+    assert code == 0 and "s/epoch" in lines[0] and lines[2].startswith("| T ") and lines[3].startswith("| only ")
+    assert "| 0.9000 ± 0.0100 " in lines[3] and "| 1.0 " in lines[3]
 
 
 def test_run_status_cli(tmp_path, cli):

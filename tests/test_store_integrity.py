@@ -131,6 +131,7 @@ def test_changed_pixels_are_refused(made, store, tmp_path, tiny_teacher, cli):
                          tmp_path / "run", "--no-progress")
     lines = error_lines(err)
     assert code == 2 and len(lines) == 1 and f"the images of {data} changed" in lines[0], err
+    assert "stat fingerprint differs: sizes or modification times" in lines[0] and "--strict" in lines[0]
     code, out, err = cli("embed", "--teacher", tiny_teacher, "--data", data, "--out", store,
                          "--shard-size", 16, "--no-progress")
     assert code == 2 and "changed" in err and "--overwrite" in err, err

@@ -15,7 +15,7 @@ def report_command(
     markdown: bool = typer.Option(False, "--markdown", help="A Markdown table (the default)."),
     sort_by: Optional[str] = typer.Option(None, "--sort-by", help="Sort by this evaluation set's best accuracy, descending."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the table to this file instead of printing it."),
-    final: bool = typer.Option(False, "--final", help="Final models only (no selection on evaluation sets): runs differing only in seed merged (mean ± std), TAR@FAR=1e-3, params, training minutes."),
+    final: bool = typer.Option(False, "--final", help="Final models only (no selection on evaluation sets): runs differing only in seed merged (mean ± std), TAR@FAR=1e-3, params, training minutes, seconds per epoch."),
     evals: List[Path] = typer.Option([], "--evals", help="With --final: also rows from `distill eval --json` files (e.g. teachers)."),
 ):
     """One row per run: the settings that differ (from each recipe.yaml), best accuracy and epoch per set, progress."""

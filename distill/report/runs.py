@@ -244,7 +244,8 @@ def summarize_runs(run_dirs, evals=()) -> list[dict]:
     """Final-model results, runs that differ only in ``seed`` merged into one row.
 
     Per evaluation set: accuracy as mean ± std over the seeds (one seed: ± the 10-fold std)
-    and TAR@FAR=1e-3 (mean); then ``seeds``, ``params`` and training minutes (mean). Nothing
+    and TAR@FAR=1e-3 (mean); then ``seeds``, ``params``, training minutes (mean over seeds) and
+    seconds per epoch (mean over every epoch of every seed; training steps only, no evaluation). Nothing
     is selected on the evaluation sets (the last epoch counts). ``evals``: rows of
     ``distill eval --json`` (e.g. teachers that were not trained here), one row per model.
     """
@@ -276,6 +277,8 @@ def summarize_runs(run_dirs, evals=()) -> list[dict]:
         row["params"] = f"{params[0]:,}" if params else "-"
         minutes = [sum(h.get("seconds", 0) for h in r.history) / 60 for r in members]
         row["train min"] = f"{np.mean(minutes):.1f}" if any(minutes) else "-"
+        per_epoch = [h["seconds"] for r in members for h in r.history if h.get("seconds")]
+        row["s/epoch"] = f"{np.mean(per_epoch):.1f}" if per_epoch else "-"
         row["status"] = "complete" if all(r.complete for r in members) else "incomplete"
         rows.append(row)
     by_model: dict[str, dict] = {}

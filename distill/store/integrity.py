@@ -136,8 +136,15 @@ def content_problem(recorded, source, current=None) -> str | None:
         current = content_fingerprint(source, recorded["mode"])
     if current is None or current.get("digest") == recorded.get("digest"):
         return None
+    hint = STAT_HINT if recorded["mode"] == "stat" and current.get("files") == recorded.get("files") else ""
     return (f"the images of {source.root} changed ({current.get('files')} files now, "
-            f"{recorded.get('files')} then; {recorded['mode']} fingerprint differs)")
+            f"{recorded.get('files')} then; {recorded['mode']} fingerprint differs{hint})")
+
+
+#: a stat fingerprint also changes when files are only copied or restored with new times
+STAT_HINT = (": sizes or modification times; if the files were only copied or restored, the "
+             "pixels may be the same, and a store embedded with --strict (SHA-256 of every file) "
+             "would accept such copies")
 
 
 def check_source_content(store, source) -> None:

@@ -12,7 +12,8 @@
 # Environment: SEEDS (default "0 1 2") for the headline runs; ONLY_HEADLINE=1 skips the
 #   single-seed ablations; DISTILL, TRAIN_ARGS: see _common.sh. Needs the [dlib] extra.
 #   Y1=PATH/model-0000.params (InsightFace's MobileFaceNet y1, an ArcFace teacher; never
-#   shipped here) adds its store and students: L2 at weights 7, 64 and auto, AdaDistill, EKD.
+#   shipped here) adds its store and students: L2 at weights 7, 64 and auto, AdaDistill, EKD,
+#   AdaDistill + L2.
 # Time on 2 CPU cores: data ~45 min (MTCNN), dlib store ~40 min, own teacher ~70 min, each
 # student 15–25 min.
 set -euo pipefail
@@ -81,11 +82,13 @@ if [[ -n ${Y1:-} ]]; then
     Y1S=(--set "data.store=$STORES/y1")
     for seed in ${SEEDS:-0 1 2}; do
         run_one "$RUNS/y1_l2_auto_s$seed" "$RECIPES/student_y1.yaml" "${COMMON[@]}" "${Y1S[@]}" --set "seed=$seed"
+        run_one "$RUNS/y1_l2_w7_s$seed" "$RECIPES/student_y1.yaml" "${COMMON[@]}" "${Y1S[@]}" \
+            --set distill.weight=7 --set "seed=$seed"
     done
-    run_one "$RUNS/y1_l2_w7" "$RECIPES/student_y1.yaml" "${COMMON[@]}" "${Y1S[@]}" --set distill.weight=7
     run_one "$RUNS/y1_l2_w64" "$RECIPES/student_y1.yaml" "${COMMON[@]}" "${Y1S[@]}" --set distill.weight=64
     run_one "$RUNS/y1_adadistill_s0" "$RECIPES/student_y1_adadistill.yaml" "${COMMON[@]}" "${Y1S[@]}"
-    run_one "$RUNS/y1_ekd" "$RECIPES/student_dlib_ekd.yaml" "${COMMON[@]}" "${Y1S[@]}"
+    run_one "$RUNS/y1_ekd" "$RECIPES/student_y1_ekd.yaml" "${COMMON[@]}" "${Y1S[@]}"
+    run_one "$RUNS/y1_adadistill_l2" "$RECIPES/student_y1_adadistill_l2.yaml" "${COMMON[@]}" "${Y1S[@]}"
     [[ -f $EVALS/y1.json ]] || "$DISTILL" eval --model "$Y1" --bin "$DATA/view1_test.bin" \
         --bin "$DATA/center_view1_test.bin" --json "$EVALS/y1.json"
     EVAL_JSONS+=(--evals "$EVALS/y1.json")
