@@ -161,6 +161,24 @@ def test_final_merges_seeds_with_numpy_mean_std_and_times(tmp_path):
     assert (top["lfw"], top["lfw TAR@1e-3"], top["s/epoch"]) == ("0.9870 ± 0.0149", "0.9800", "-")
 
 
+def test_final_merges_seeds_of_an_auto_weight_recipe(tmp_path):
+    """Each seed of `weight: auto` measures its own weight: still one row, the weights as a range."""
+    runs = []
+    for seed, weight in zip(range(3), (8.41, 8.378, 8.38)):
+        run = make_run(tmp_path / f"auto_s{seed}", EPOCHS3 + ["distill.weight=auto", f"seed={seed}"],
+                       {"lfw": [0.5, 0.6, 0.8 + seed / 100]})
+        history = json.loads((run / "history.json").read_text())
+        history[0]["auto_weights"] = {"distill": {"weight": weight, "ratio": 0.119}}
+        (run / "history.json").write_text(json.dumps(history))
+        runs.append(run)
+    hand = make_run(tmp_path / "w7", EPOCHS3 + ["distill.weight=7"], {"lfw": [0.5, 0.6, 0.9]})
+    rows = summarize_runs(runs + [hand])
+    assert [(r["run"], r["distill.weight"], r["seeds"]) for r in rows] == [
+        ("auto_s0 (+2)", "auto 8.38–8.41", 3), ("w7", "7", 1)]
+    one = summarize_runs(runs[:1] + [hand])
+    assert one[0]["distill.weight"] == "auto 8.41"
+
+
 def test_final_report_cli_reads_eval_json(tmp_path, cli):
     run = make_run(tmp_path / "only", EPOCHS3, {"lfw": [0.7, 0.8, 0.9]})
     evals = tmp_path / "t.json"

@@ -240,10 +240,26 @@ def _mean_std(values: list[float], single_std: float | None) -> str:
     return f"{np.mean(values):.4f}" + ("" if std is None else f" ± {std:.4f}")
 
 
+def _as_set(value):
+    """The recipe value a run was given: ``auto 8.38`` (a measured weight) counts as ``auto``,
+    so seeds of one ``weight: auto`` recipe merge although each measured its own weight."""
+    return "auto" if isinstance(value, str) and value.startswith("auto ") else value
+
+
+def _merged_setting(key: str, values: list) -> str:
+    """One cell for a merged row: the setting, or the range of the weights ``auto`` measured."""
+    shown = [DISPLAY.get(key, _show)(v) for v in values]
+    if len(set(shown)) == 1:
+        return shown[0]
+    weights = sorted(float(v.split()[1]) for v in values)
+    return f"auto {weights[0]:.3g}–{weights[-1]:.3g}"
+
+
 def summarize_runs(run_dirs, evals=()) -> list[dict]:
     """Final-model results, runs that differ only in ``seed`` merged into one row.
 
-    Per evaluation set: accuracy as mean ± std over the seeds (one seed: ± the 10-fold std)
+    Seeds of a ``weight: auto`` recipe merge too (the weights they measured are shown as a
+    range). Per evaluation set: accuracy as mean ± std over the seeds (one seed: ± the 10-fold std)
     and TAR@FAR=1e-3 (mean); then ``seeds``, ``params``, training minutes (mean over seeds) and
     seconds per epoch (mean over every epoch of every seed; training steps only, no evaluation). Nothing
     is selected on the evaluation sets (the last epoch counts). ``evals``: rows of
@@ -261,12 +277,12 @@ def summarize_runs(run_dirs, evals=()) -> list[dict]:
             sets.append(row["set"])
     groups: dict[str, list[Run]] = {}
     for run in runs:
-        groups.setdefault(_canonical([run.settings.get(k) for k in keys]), []).append(run)
+        groups.setdefault(_canonical([_as_set(run.settings.get(k)) for k in keys]), []).append(run)
     rows = []
     for members in groups.values():
         first = members[0]
         row = {"run": first.name if len(members) == 1 else f"{first.name} (+{len(members) - 1})"}
-        row.update({k: DISPLAY.get(k, _show)(first.settings.get(k)) for k in keys})
+        row.update({k: _merged_setting(k, [m.settings.get(k) for m in members]) for k in keys})
         for name in sets:
             found = [m for m in (final_metrics(r, name) for r in members) if m]
             row[name] = _mean_std([m["accuracy"] for m in found], found[0].get("accuracy_std") if found else None)
