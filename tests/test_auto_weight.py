@@ -219,3 +219,20 @@ def test_auto_run_equals_its_number_is_recorded_and_resume_reuses_it(orl, tmp_pa
     assert load_run(full.run_dir).settings["distill.weight"] == f"auto {auto['weight']:.3g}"
     rows = compare_runs([full.run_dir, fixed.run_dir])
     assert [row["distill.weight"] for row in rows] == [f"auto {auto['weight']:.3g}", f"{auto['weight']:g}"]
+
+
+def test_auto_balances_against_adadistill_and_leaves_its_centres_untouched(orl, tmp_path):
+    """AdaDistill scores its own teacher centres (no shared classifier): auto measures against
+    it, and the run equals the same recipe with the measured number (centres put back too)."""
+    import keras
+
+    from distill.train.trainer import train
+
+    ada = {"loss": {"name": "adadistill", "scale": 16.0, "margin": 0.3}}
+    full = train(recipe(orl, **ada), tmp_path / "full", progress=False)
+    auto = full.history[0]["auto_weights"]["distill"]
+    assert np.isfinite(auto["weight"]) and auto["weight"] > 0 and auto["steps"] == 3
+    fixed = train(recipe(orl, weight=auto["weight"], **ada), tmp_path / "fixed", progress=False)
+    assert fixed.history[-1]["loss"] == pytest.approx(full.history[-1]["loss"], rel=1e-5)
+    for a, b in zip(*(keras.models.load_model(r.final_model, compile=False).get_weights() for r in (full, fixed))):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

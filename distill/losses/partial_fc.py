@@ -75,10 +75,3 @@ def class_sample(labels, num_classes: int, rate: float = 1.0, seed=(0, 0)):
     if rate >= 1:
         return None, None
     return sample_classes(labels, num_classes, num_sampled(num_classes, rate), seed)
-
-
-def class_cosines(classifier, embeddings, labels, rate: float = 1.0, seed=(0, 0)):
-    """``(cosines, labels as their columns)`` for the classification terms: every class at
-    ``rate`` 1 (labels None: unchanged), else a Partial FC sample."""
-    classes, local = class_sample(labels, classifier.num_classes, rate, seed)
-    return classifier(embeddings, classes=classes), local

@@ -27,7 +27,7 @@ def calibrate(strategy, model, classifier, objective, targets: dict, batches, st
     import tensorflow as tf
 
     from distill.losses.objective import Objective
-    from distill.losses.partial_fc import class_cosines
+    from distill.train.step import term_values
 
     reference = next((t for t in objective.terms if t.kind == "classification"), None)
     if reference is None:
@@ -41,10 +41,8 @@ def calibrate(strategy, model, classifier, objective, targets: dict, batches, st
         embeddings = tf.cast(model(batch["image"], training=True), tf.float32)
         with tf.GradientTape(persistent=True) as tape:
             tape.watch(embeddings)
-            cosine, class_labels = class_cosines(classifier, embeddings, batch["label"], measured.sample_rate,
-                                                 tf.constant([seed, 0], tf.int64))
-            values = measured.term_values(batch["label"], cosine, embeddings, batch.get("teacher"),
-                                          tf.norm(embeddings, axis=1), class_labels=class_labels)
+            values = term_values(classifier, objective, batch, embeddings, tf.constant([seed, 0], tf.int64),
+                                 terms_of=measured)
         squares = {}
         for term in measured.terms:
             gradient = tape.gradient(values[term.label], embeddings)

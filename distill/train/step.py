@@ -76,14 +76,9 @@ def make_train_step(strategy, model, classifier, objective, optimizer, variables
     """
     import tensorflow as tf
 
-    from distill.losses.partial_fc import class_sample
-
     replicas = strategy.num_replicas_in_sync
     labels_of_terms = [term.label for term in objective.terms]
     reference = labels_of_terms[0] if labels_of_terms else None
-    use_classifier = classifier is not None and objective.needs_classifier
-    classifying = objective.has("classification")
-    num_classes = classifier.num_classes if classifier is not None else objective.num_classes
 
     def replica_step(batch):
         with tf.GradientTape() as tape:
@@ -91,15 +86,8 @@ def make_train_step(strategy, model, classifier, objective, optimizer, variables
             # a second tape over the loss side only, for the per-term gradient statistics
             with tf.GradientTape(persistent=True) as loss_tape:
                 loss_tape.watch(embeddings)
-                classes, class_labels = class_sample(
-                    batch["label"], num_classes, objective.sample_rate,
-                    tf.stack([tf.constant(seed, tf.int64), tf.cast(optimizer.iterations, tf.int64)])
-                ) if classifying else (None, None)
-                cosine = classifier(embeddings, classes=classes) if use_classifier else None
-                values = objective.term_values(batch["label"], cosine, embeddings,
-                                               teacher_embeddings=batch.get("teacher"),
-                                               norms=tf.norm(embeddings, axis=1),
-                                               class_labels=class_labels, classes=classes)
+                sample_seed = tf.stack([tf.constant(seed, tf.int64), tf.cast(optimizer.iterations, tf.int64)])
+                values = term_values(classifier, objective, batch, embeddings, sample_seed)
             total = objective.total(values)
             loss = total / replicas
             if mixed_precision:
@@ -124,6 +112,25 @@ def make_train_step(strategy, model, classifier, objective, optimizer, variables
                 for name, value in per_replica.items()}
 
     return step
+
+
+def term_values(classifier, objective, batch, embeddings, sample_seed, terms_of=None) -> dict:
+    """``{label: unweighted batch mean}`` of the terms of ``terms_of`` (default: ``objective``)
+    on ``embeddings``: the Partial FC class sample drawn from ``sample_seed`` when a term
+    classifies, the shared classifier's cosines only when a term reads them (``adadistill``
+    scores its own centres). The training step and ``weight: auto`` both call this."""
+    import tensorflow as tf
+
+    from distill.losses.partial_fc import class_sample
+
+    measured = terms_of or objective
+    num_classes = classifier.num_classes if classifier is not None else objective.num_classes
+    classes, class_labels = (class_sample(batch["label"], num_classes, measured.sample_rate, sample_seed)
+                             if measured.has("classification") else (None, None))
+    cosine = (classifier(embeddings, classes=classes)
+              if classifier is not None and measured.needs_classifier else None)
+    return measured.term_values(batch["label"], cosine, embeddings, teacher_embeddings=batch.get("teacher"),
+                                norms=tf.norm(embeddings, axis=1), class_labels=class_labels, classes=classes)
 
 
 def _gradient_stats(tape, objective, values, embeddings, reference) -> dict:
