@@ -212,7 +212,7 @@ def main() -> None:
           f"{images} images 112×112 JPEG")
     print("| what | img/s | note |\n|---|---:|---|")
     for what, value, note in rows:
-        print(f"| {what} | {value:,.0f} | {note} |")
+        print(f"| {what} | {value:,.0f} | {note} |" if value >= 10 else f"| {what} | {value:.2g} | {note} |")
 
 
 if __name__ == "__main__":

@@ -67,6 +67,8 @@ if [[ -z ${ONLY_HEADLINE:-} ]]; then       # one seed each: what each ingredient
     run_one "$RUNS/dlib_critical_rank_kl" "$RECIPES/student_dlib.yaml" "${COMMON[@]}" "${DLIB[@]}" \
         --set distill.weight=0 --set terms.crkl.name=critical_rank_kl --set terms.crkl.weight=0.44
     run_one "$RUNS/dlib_ekd_published" "$RECIPES/student_dlib_ekd.yaml" "${COMMON[@]}" "${DLIB[@]}"
+    run_one "$RUNS/plain_pk" "$RECIPES/student.yaml" "${COMMON[@]}" \
+        --set data.sampler=identity_balanced --set data.images_per_identity=4   # EKD's sampler alone
     run_one "$RUNS/dlib_distill_only" "$RECIPES/student_dlib.yaml" "${COMMON[@]}" "${DLIB[@]}" --set loss.weight=0
     run_one "$RUNS/own_l2_w7" "$RECIPES/student_dlib.yaml" "${COMMON[@]}" --set "data.store=$STORES/own"
 fi
