@@ -25,26 +25,26 @@ from _load import report_load  # bench/ is on sys.path when a bench runs
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.sum(unit(a) * unit(b), axis=1)
+    from distill.evals.metrics import l2_normalize
+
+    return np.sum(l2_normalize(a) * l2_normalize(b), axis=1)
 
 
 def pair_scores(embeddings: np.ndarray) -> np.ndarray:
     """Cosine of each .bin pair (images 2k and 2k+1)."""
-    e = unit(embeddings)
+    from distill.evals.metrics import l2_normalize
+
+    e = l2_normalize(embeddings)
     return np.sum(e[0::2] * e[1::2], axis=1)
 
 
 def training_images(store, count: int, seed: int):
     """``(sample_ids, uint8 images, stored targets)`` of ``count`` random present samples."""
     from distill.data.images import read_image
+    from distill.store.manifest import LISTING_NAME
 
-    listing = (store.path / "listing.tsv").read_text().splitlines()
+    listing = (store.path / store.manifest.source.get("listing", LISTING_NAME)).read_text().splitlines()
     table, present = store.load_table("embedding")
     ids = np.flatnonzero(present)
     ids = np.sort(np.random.default_rng(seed).choice(ids, size=min(count, len(ids)), replace=False))
